@@ -1,0 +1,238 @@
+"""Downloads into posekit's cache: resumable, checksummed, atomic, safe under concurrency.
+
+Every download goes to ``<dest>.part`` and is renamed onto ``dest`` only once complete and
+verified, so ``dest`` is either absent or whole. A lock file ``<dest>.lock`` serialises
+processes fetching the same file. Any failure is a :class:`~posekit.errors.DownloadError`
+whose message is one sentence saying what failed and what to do; being offline is normal.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
+
+from posekit.errors import ChecksumError, DownloadError
+
+CHUNK_BYTES = 1 << 20
+TIMEOUT_SECONDS = 30
+GDRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"
+GDRIVE_FILE_URL = "https://drive.google.com/uc?id={}"
+
+
+def cache_dir() -> Path:
+    """posekit's cache: ``$POSEKIT_HOME`` if set, else ``<torch hub dir>/posekit``.
+
+    Checkpoints live in its ``checkpoints/`` folder. The folder is not created here.
+    """
+    if os.environ.get("POSEKIT_HOME"):
+        return Path(os.environ["POSEKIT_HOME"]).expanduser()
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "posekit"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sha256_matches(path: Path, expected: str) -> bool:
+    # A prefix is accepted: published file names often carry only the first 8 hex digits.
+    return sha256_file(path).startswith(expected.lower())
+
+
+def _short_reason(error: BaseException) -> str:
+    # Network libraries nest causes into very long messages; the first words say enough.
+    text = str(getattr(error, "reason", None) or error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    return reason if len(reason) <= 100 else reason[:97] + "..."
+
+
+def _what_to_do(source: str, dest: Path) -> str:
+    return f"download {source} on a machine with internet and pass --weights PATH (or put it at {dest})"
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock tied to ``dest`` (released when the lock file is closed)."""
+    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _fetch_once(
+    dest: Path, sha256: str | None, fetch: Callable[[Path], None], what: str, source: str
+) -> Path:
+    """Return ``dest`` if cached and intact, else ``fetch`` into ``dest.part``, verify, rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest):
+        # Another process may have finished the download while we waited for the lock.
+        if dest.exists():
+            if sha256 is None or _sha256_matches(dest, sha256):
+                return dest
+            warnings.warn(f"cached {dest} does not have sha256 {sha256}: downloading it again", stacklevel=3)
+            dest.unlink()
+        part = dest.with_name(dest.name + ".part")
+        fetch(part)
+        actual = sha256_file(part) if sha256 is not None else None
+        if actual is not None and not actual.startswith(sha256.lower()):
+            part.unlink()
+            raise ChecksumError(
+                f"{what} arrived with sha256 {actual[:16]}... instead of {sha256} (corrupt transfer or a "
+                f"changed upstream file), so it was deleted: run again, or {_what_to_do(source, dest)}"
+            )
+        os.replace(part, dest)
+    return dest
+
+
+def _http_get(url: str, part: Path, progress: bool) -> None:
+    """Fetch ``url`` into ``part``, resuming from its current size with an HTTP Range request."""
+    from tqdm.auto import tqdm
+
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "posekit"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urlopen(Request(url, headers=headers), timeout=TIMEOUT_SECONDS)
+    except HTTPError as error:
+        if error.code == 416 and offset:
+            # The server cannot serve past our partial file: it is stale, start over.
+            part.unlink()
+            _http_get(url, part, progress)
+            return
+        raise
+    with response:
+        if response.status != 206:
+            offset = 0  # the server ignored the Range header: the body is the whole file
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        with open(part, "ab" if offset else "wb") as out, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=part.name.removesuffix(".part"), disable=not progress,
+        ) as bar:
+            for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                out.write(chunk)
+                bar.update(len(chunk))
+    received = part.stat().st_size
+    if total is not None and received != total:
+        raise http.client.IncompleteRead(b"", total - received)
+
+
+def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` unless an intact copy is already there.
+
+    Args:
+        url: http(s) URL.
+        dest: final path; ``dest.part`` holds the partial download (resumed on the next call),
+            ``dest.lock`` the inter-process lock.
+        sha256: expected hex digest, or a prefix of it (>= 8 digits); checked on the download
+            and on a cached file (a mismatching cached file is fetched again).
+        progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        ``dest`` as a Path.
+
+    Raises:
+        DownloadError: no network, HTTP error or interrupted transfer (the message says what to do).
+        ChecksumError: the downloaded file has the wrong sha256 (it is deleted).
+    """
+    dest = Path(dest)
+
+    def fetch(part: Path) -> None:
+        try:
+            _http_get(url, part, progress)
+        except HTTPError as error:
+            raise DownloadError(
+                f"could not download {url} (server answered HTTP {error.code} {error.reason}): "
+                f"check the URL, or {_what_to_do(url, dest)}"
+            ) from None
+        except http.client.IncompleteRead as error:
+            raise DownloadError(
+                f"download of {url} stopped {error.expected} bytes short: run again to resume from "
+                f"{part}, or {_what_to_do(url, dest)}"
+            ) from None
+        except (OSError, http.client.HTTPException) as error:
+            raise DownloadError(
+                f"could not download {url} ({_short_reason(error)}); without network, {_what_to_do('it', dest)}"
+            ) from None
+
+    return _fetch_once(dest, sha256, fetch, url, url)
+
+
+def _gdrive_folder_file_id(folder_id: str, path_in_folder: str) -> str:
+    """Look up the file id of ``path_in_folder`` (e.g. "pose_coco/x.pth.tar") in a shared folder."""
+    import gdown
+
+    listing = gdown.download_folder(id=folder_id, skip_download=True, quiet=True)
+    for entry in listing:
+        if Path(entry.path).as_posix().endswith(path_in_folder):
+            return entry.id
+    raise DownloadError(
+        f"Google Drive folder {folder_id} has no file {path_in_folder} (it lists "
+        f"{len(listing)} files): the release may have moved; download it by hand and pass --weights PATH"
+    )
+
+
+def download_gdrive(
+    file_id: str | None,
+    dest: str | os.PathLike,
+    sha256: str | None = None,
+    progress: bool = True,
+    *,
+    folder_id: str | None = None,
+    path_in_folder: str | None = None,
+) -> Path:
+    """Download a Google Drive file with gdown, with :func:`download_url`'s cache semantics.
+
+    Args:
+        file_id: the Drive file id, or None to look it up from ``folder_id`` + ``path_in_folder``
+            (only done when the file is not cached).
+        dest: final path (``dest.part`` while downloading; gdown resumes it).
+        sha256: expected hex digest or prefix, checked as in :func:`download_url`.
+        progress: let gdown show its progress bar.
+        folder_id: id of a shared Drive folder holding the file.
+        path_in_folder: the file's path inside that folder, e.g. "pose_coco/pose_resnet_50_256x192.pth.tar".
+
+    Returns:
+        ``dest`` as a Path.
+
+    Raises:
+        DownloadError: offline, Drive refused (quota, permissions), file not in the folder.
+        ChecksumError: the downloaded file has the wrong sha256 (it is deleted).
+    """
+    if (file_id is None) == (folder_id is None or path_in_folder is None):
+        raise ValueError("pass either file_id or both folder_id and path_in_folder")
+    dest = Path(dest)
+    if file_id is None:
+        what = f"{path_in_folder} from Google Drive folder {folder_id}"
+        source = f"{path_in_folder} from {GDRIVE_FOLDER_URL.format(folder_id)}"
+    else:
+        what = f"Google Drive file {file_id}"
+        source = GDRIVE_FILE_URL.format(file_id)
+
+    def fetch(part: Path) -> None:
+        import gdown
+
+        try:
+            resolved_id = file_id or _gdrive_folder_file_id(folder_id, path_in_folder)
+            gdown.download(id=resolved_id, output=str(part), quiet=not progress, resume=True)
+        except DownloadError:
+            raise
+        except (OSError, gdown.exceptions.DownloadError) as error:
+            raise DownloadError(
+                f"could not download {what} ({_short_reason(error)}); without network, {_what_to_do(source, dest)}"
+            ) from None
+
+    return _fetch_once(dest, sha256, fetch, what, source)

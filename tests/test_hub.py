@@ -1,0 +1,381 @@
+"""Downloads against a real HTTP server on 127.0.0.1 (and a faked gdown): no network needed."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import gdown
+import pytest
+import requests
+import torch
+
+from posekit import hub, weights
+from posekit.cli import main
+from posekit.errors import ChecksumError, DownloadError
+from posekit.model import pose_resnet
+
+PAYLOAD = bytes(range(256)) * 600  # 153,600 bytes: several reads, not a multiple of the chunk size
+PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@dataclasses.dataclass
+class FileServer:
+    """What the test server serves and what it saw."""
+
+    files: dict[str, bytes]
+    url: str = ""
+    requests: list[tuple[str, str | None]] = dataclasses.field(default_factory=list)
+    cut_next_response_at: int | None = None  # send this many body bytes, then hang up
+    ignore_range: bool = False
+    seconds_per_chunk: float = 0.0
+
+
+def _make_handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            range_header = self.headers.get("Range")
+            state.requests.append((self.path, range_header))
+            body = state.files.get(self.path)
+            if body is None:
+                self.send_error(404, "Not Found")
+                return
+            start = 0
+            if range_header and not state.ignore_range:
+                start = int(range_header.removeprefix("bytes=").split("-")[0])
+                if start >= len(body):
+                    self.send_error(416, "Range Not Satisfiable")
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            remaining = body[start:]
+            if state.cut_next_response_at is not None:
+                remaining, state.cut_next_response_at = remaining[: state.cut_next_response_at], None
+                self.close_connection = True
+            for offset in range(0, len(remaining), 16384):
+                time.sleep(state.seconds_per_chunk)
+                self.wfile.write(remaining[offset : offset + 16384])
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def server():
+    state = FileServer(files={"/weights.pth": PAYLOAD})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
+    httpd.daemon_threads = True
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def closed_port_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/weights.pth"  # nothing listens there: connection refused
+
+
+def _gets(server: FileServer) -> int:
+    return sum(path == "/weights.pth" for path, _ in server.requests)
+
+
+def test_cache_dir_honours_posekit_home_then_torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "mine"))
+    assert hub.cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("POSEKIT_HOME")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert hub.cache_dir() == tmp_path / "torch" / "hub" / "posekit"
+
+
+def test_sha256_file(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(PAYLOAD)
+    assert hub.sha256_file(path) == PAYLOAD_SHA256
+
+
+def test_download_with_progress_and_checksum(server, tmp_path, capsys):
+    dest = tmp_path / "cache" / "weights.pth"
+    assert hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256) == dest
+    assert dest.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["weights.pth", "weights.pth.lock"]  # no .part left
+    progress = capsys.readouterr().err
+    assert "weights.pth" in progress and "100%" in progress and "150k" in progress.lower()
+
+
+def test_sha256_prefix_is_accepted(server, tmp_path):
+    dest = tmp_path / "weights.pth"
+    hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256[:8].upper(), progress=False)
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_resumes_from_a_partial_file_with_a_range_request(server, tmp_path):
+    dest = tmp_path / "weights.pth"
+    (tmp_path / "weights.pth.part").write_bytes(PAYLOAD[:1000])
+    hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests == [("/weights.pth", "bytes=1000-")]
+
+
+def test_interrupted_download_leaves_no_file_and_resumes(server, tmp_path):
+    dest = tmp_path / "weights.pth"
+    server.cut_next_response_at = 40000
+    with pytest.raises(DownloadError, match="stopped 113600 bytes short: run again to resume"):
+        hub.download_url(f"{server.url}/weights.pth", dest, progress=False)
+    assert not dest.exists()
+    assert (tmp_path / "weights.pth.part").read_bytes() == PAYLOAD[:40000]
+    hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests[-1] == ("/weights.pth", "bytes=40000-")
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    server.ignore_range = True
+    dest = tmp_path / "weights.pth"
+    (tmp_path / "weights.pth.part").write_bytes(b"stale bytes")
+    hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_partial_file_longer_than_the_resource_is_discarded(server, tmp_path):
+    dest = tmp_path / "weights.pth"
+    (tmp_path / "weights.pth.part").write_bytes(PAYLOAD + b"junk")
+    hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert [r for _, r in server.requests] == [f"bytes={len(PAYLOAD) + 4}-", None]
+
+
+def test_checksum_failure_deletes_the_download(server, tmp_path):
+    dest = tmp_path / "weights.pth"
+    with pytest.raises(ChecksumError, match=f"sha256 {PAYLOAD_SHA256[:16]}... instead of {'0' * 64}"):
+        hub.download_url(f"{server.url}/weights.pth", dest, sha256="0" * 64, progress=False)
+    assert not dest.exists() and not (tmp_path / "weights.pth.part").exists()
+
+
+@pytest.mark.parametrize("sha256", [None, PAYLOAD_SHA256])
+def test_cached_file_is_reused_without_a_request(server, tmp_path, sha256):
+    dest = tmp_path / "weights.pth"
+    dest.write_bytes(PAYLOAD)
+    assert hub.download_url(f"{server.url}/weights.pth", dest, sha256=sha256, progress=False) == dest
+    assert server.requests == []
+
+
+def test_corrupt_cached_file_is_fetched_again(server, tmp_path):
+    dest = tmp_path / "weights.pth"
+    dest.write_bytes(PAYLOAD[:-1] + b"\x00")
+    with pytest.warns(UserWarning, match="does not have sha256"):
+        hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert _gets(server) == 1
+
+
+def test_offline_gives_one_sentence_saying_what_to_do(closed_port_url, tmp_path):
+    dest = tmp_path / "weights.pth"
+    with pytest.raises(DownloadError) as info:
+        hub.download_url(closed_port_url, dest, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"could not download {closed_port_url} (")
+    assert "refused" in message.lower()
+    assert f"on a machine with internet and pass --weights PATH (or put it at {dest})" in message
+    assert not dest.exists() and not (tmp_path / "weights.pth.part").exists()
+
+
+def test_http_error_is_reported(server, tmp_path):
+    with pytest.raises(DownloadError, match=r"server answered HTTP 404 Not Found\): check the URL"):
+        hub.download_url(f"{server.url}/missing.pth", tmp_path / "missing.pth", progress=False)
+
+
+def test_concurrent_threads_download_once(server, tmp_path):
+    server.seconds_per_chunk = 0.01
+    dest = tmp_path / "weights.pth"
+    start = threading.Barrier(2)
+    results, errors = [], []
+
+    def fetch():
+        start.wait()
+        try:
+            results.append(hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256, progress=False))
+        except Exception as error:  # surfaced by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and results == [dest, dest]
+    assert dest.read_bytes() == PAYLOAD
+    assert _gets(server) == 1  # the second waited on the lock, then found the finished file
+
+
+def test_concurrent_processes_end_with_one_intact_file(server, tmp_path):
+    server.seconds_per_chunk = 0.02
+    dest = tmp_path / "weights.pth"
+    code = (
+        "import sys; from posekit.hub import download_url; "
+        "download_url(sys.argv[1], sys.argv[2], sha256=sys.argv[3], progress=False)"
+    )
+    args = [sys.executable, "-c", code, f"{server.url}/weights.pth", str(dest), PAYLOAD_SHA256]
+    processes = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(p.wait(timeout=60), p.stderr.read()) for p in processes]
+    assert outcomes == [(0, ""), (0, "")]
+    assert dest.read_bytes() == PAYLOAD
+    assert _gets(server) == 1
+
+
+# --- Google Drive (gdown faked: the tests never reach the network) -------------------------------
+
+@pytest.fixture
+def fake_gdown(monkeypatch):
+    calls = {"download": [], "download_folder": []}
+    listing = [
+        # gdown lists (id, path, local_path) records; the path is relative to the shared folder.
+        SimpleNamespace(id="ID_OTHER", path="pose_coco/pose_resnet_50_384x288.pth.tar", local_path="x"),
+        SimpleNamespace(id="ID_WANTED", path="pose_coco/pose_resnet_50_256x192.pth.tar", local_path="y"),
+    ]
+
+    def download(id, output, quiet, resume):  # noqa: A002 (gdown's keyword)
+        calls["download"].append({"id": id, "output": output, "resume": resume})
+        Path(output).write_bytes(PAYLOAD)
+        return output
+
+    def download_folder(id, skip_download, quiet):  # noqa: A002
+        calls["download_folder"].append(id)
+        assert skip_download
+        return listing
+
+    monkeypatch.setattr(gdown, "download", download)
+    monkeypatch.setattr(gdown, "download_folder", download_folder)
+    return calls
+
+
+def test_gdrive_download_by_file_id_uses_part_file_and_cache(fake_gdown, tmp_path):
+    dest = tmp_path / "model.pth.tar"
+    assert hub.download_gdrive("FILE123", dest, sha256=PAYLOAD_SHA256, progress=False) == dest
+    assert dest.read_bytes() == PAYLOAD
+    assert fake_gdown["download"] == [{"id": "FILE123", "output": str(dest) + ".part", "resume": True}]
+    hub.download_gdrive("FILE123", dest, sha256=PAYLOAD_SHA256, progress=False)
+    assert len(fake_gdown["download"]) == 1  # cached
+
+
+def test_gdrive_folder_lookup_finds_the_file_id(fake_gdown, tmp_path):
+    dest = tmp_path / "pose_resnet_50_256x192.pth.tar"
+    hub.download_gdrive(
+        None, dest, progress=False, folder_id="FOLDER", path_in_folder="pose_coco/pose_resnet_50_256x192.pth.tar"
+    )
+    assert fake_gdown["download_folder"] == ["FOLDER"]
+    assert [c["id"] for c in fake_gdown["download"]] == ["ID_WANTED"]
+    with pytest.raises(DownloadError, match="folder FOLDER has no file pose_coco/nope.pth.tar"):
+        hub.download_gdrive(
+            None, tmp_path / "nope.pth.tar", folder_id="FOLDER", path_in_folder="pose_coco/nope.pth.tar"
+        )
+    with pytest.raises(ValueError, match="either file_id or both"):
+        hub.download_gdrive("ID", dest, folder_id="FOLDER", path_in_folder="x")
+
+
+def test_gdrive_checksum_failure(fake_gdown, tmp_path):
+    dest = tmp_path / "m.pth"
+    with pytest.raises(ChecksumError):
+        hub.download_gdrive("FILE123", dest, sha256="deadbeef", progress=False)
+    assert not dest.exists() and not (tmp_path / "m.pth.part").exists()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        requests.exceptions.ConnectionError("HTTPSConnectionPool(host='drive.google.com'): Max retries\nmore"),
+        gdown.exceptions.FileURLRetrievalError("Cannot retrieve the public link of the file."),
+    ],
+    ids=["offline", "drive-refused"],
+)
+def test_gdrive_failures_give_one_sentence(monkeypatch, tmp_path, failure):
+    def download_folder(**kwargs):
+        raise failure
+
+    monkeypatch.setattr(gdown, "download_folder", download_folder)
+    dest = tmp_path / "pose_resnet_50_256x192.pth.tar"
+    with pytest.raises(DownloadError) as info:
+        hub.download_gdrive(None, dest, folder_id="FOLDER", path_in_folder="pose_coco/pose_resnet_50_256x192.pth.tar")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "could not download pose_coco/pose_resnet_50_256x192.pth.tar from Google Drive folder FOLDER ("
+    )
+    folder_url = "https://drive.google.com/drive/folders/FOLDER"
+    assert f"{folder_url} on a machine with internet and pass --weights PATH" in message
+    assert str(dest) in message
+
+
+def test_download_weights_fetches_the_official_file_from_the_authors_folder(fake_gdown, tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
+    path = weights.download_weights("pose_resnet_50_256x192", progress=False)
+    assert path == tmp_path / "checkpoints" / "pose_resnet_50_256x192.pth.tar"
+    assert fake_gdown["download_folder"] == ["13_wJ6nC7my1KKouMkQMqyr9r1ZnLnukP"]
+    assert [c["id"] for c in fake_gdown["download"]] == ["ID_WANTED"]
+    assert weights.cached_weights_path("pose_resnet_50_256x192") == path
+
+
+# --- weights over HTTP and the CLI --------------------------------------------------------------
+
+def test_load_weights_from_a_url(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
+    source = pose_resnet(18)
+    checkpoint = tmp_path / "res18.pth"
+    torch.save({"state_dict": source.state_dict()}, checkpoint)
+    server.files["/res18.pth"] = checkpoint.read_bytes()
+    target = weights.load_weights(pose_resnet(18), f"{server.url}/res18.pth")
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+    assert (tmp_path / "checkpoints" / "res18.pth").read_bytes() == checkpoint.read_bytes()
+
+
+@pytest.fixture
+def served_entry(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
+    entry = dataclasses.replace(
+        weights.get_weights("pose_resnet_50_256x192_mmpose"), name="served", filename="served.pth",
+        url=f"{server.url}/weights.pth", sha256=PAYLOAD_SHA256[:8],
+    )
+    monkeypatch.setitem(weights.WEIGHTS, "served", entry)
+    return entry
+
+
+def test_cli_weights_download(served_entry, tmp_path, capsys):
+    assert main(["weights", "download", "served"]) == 0
+    dest = tmp_path / "checkpoints" / "served.pth"
+    assert dest.read_bytes() == PAYLOAD
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"served: {dest}"
+    assert "100%" in captured.err  # progress bar
+
+
+def test_cli_weights_download_offline_exits_1_with_one_line(served_entry, closed_port_url, monkeypatch, capsys):
+    monkeypatch.setitem(weights.WEIGHTS, "served", dataclasses.replace(served_entry, url=closed_port_url))
+    assert main(["weights", "download", "served"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"posekit weights: error: could not download {closed_port_url}")
+    assert "pass --weights PATH" in err
+
+
+def test_cli_weights_download_unknown_name(capsys):
+    assert main(["weights", "download", "pose_resnet_9"]) == 1
+    assert "unknown weights 'pose_resnet_9'" in capsys.readouterr().err
