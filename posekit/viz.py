@@ -1,0 +1,275 @@
+"""Pictures of poses: skeletons on images, heatmaps over crops, crop grids and timing charts.
+
+matplotlib only. Every function returns its figure or axes and never calls ``plt.show()``, so the
+same code draws inline in a notebook, into a widget, or into a file on a headless machine.
+Colours follow the body side of each joint (:func:`posekit.coco17.joint_side`): left, right, centre.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgba_array
+from matplotlib.figure import Figure
+
+from posekit.coco17 import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON, joint_side
+from posekit.errors import PosekitError
+
+SIDE_COLORS: Mapping[str, str] = MappingProxyType({"left": "tab:blue", "right": "tab:orange", "center": "tab:green"})
+
+# Seconds per mini-batch measured on a Colab K80 GPU: another machine, shown for comparison only.
+K80_REFERENCE: Mapping[str, float] = MappingProxyType({"batch 200": 3.856, "batch 100": 0.611})
+REFERENCE_LABEL = "K80 reference (another machine)"
+
+# Joints are never fully transparent: a barely-kept joint must still be visible.
+MIN_ALPHA = 0.25
+
+
+def _side_rgb(sides: Sequence[str]) -> np.ndarray:
+    rgb = to_rgba_array([SIDE_COLORS[side] for side in sides])[:, :3]
+    rgb.setflags(write=False)
+    return rgb
+
+
+_LIMBS = np.array(SKELETON)  # (L, 2) joint indices
+_JOINT_RGB = _side_rgb([joint_side(k) for k in range(NUM_KEYPOINTS)])  # (17, 3)
+# A limb between two joints of one side takes that side's colour; a limb across the body is "center".
+_LIMB_RGB = _side_rgb([joint_side(a) if joint_side(a) == joint_side(b) else "center" for a, b in SKELETON])
+
+
+def _as_numpy(array: object) -> np.ndarray:
+    """A numpy view of ``array``; torch tensors (any device, with grad) are detached and copied to the CPU."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def _check_image(image: object, name: str, batched: bool = False) -> np.ndarray:
+    image = _as_numpy(image)
+    ndim = 4 if batched else 3
+    if image.ndim != ndim or image.shape[-1] != 3 or image.dtype != np.uint8:
+        expected = "(N, H, W, 3)" if batched else "(H, W, 3)"
+        raise PosekitError(f"{name} must be a uint8 RGB array of shape {expected}, got {image.dtype} {image.shape}")
+    return image
+
+
+def _check_keypoints(keypoints: object, name: str = "keypoints") -> np.ndarray:
+    keypoints = _as_numpy(keypoints).astype(np.float64)
+    if keypoints.ndim == 2:
+        keypoints = keypoints[None]
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
+        raise PosekitError(
+            f"{name} must have shape ({NUM_KEYPOINTS}, 3) or (N, {NUM_KEYPOINTS}, 3) as x, y, score, "
+            f"got {keypoints.shape}"
+        )
+    return keypoints
+
+
+def _box_outlines(boxes_xywh: np.ndarray) -> np.ndarray:
+    """Closed outlines of COCO xywh boxes. Shape: boxes (N, 4) -> (N, 5, 2)."""
+    x0, y0, w, h = boxes_xywh.T
+    x1, y1 = x0 + w, y0 + h
+    return np.stack([np.stack([x0, x1, x1, x0, x0], -1), np.stack([y0, y0, y1, y1, y0], -1)], -1)
+
+
+def draw_skeleton(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    score_threshold: float = 0.3,
+    ax: Axes | None = None,
+    boxes: np.ndarray | None = None,
+) -> Axes:
+    """Draw COCO-17 skeletons over an image.
+
+    Joints scoring below ``score_threshold`` are not drawn; a limb is drawn only when both its joints
+    are. Opacity follows the score (``clip(score, MIN_ALPHA, 1)``; a limb takes its weaker joint's),
+    colour the body side (:data:`SIDE_COLORS`). All joints of all people are one scatter artist
+    labelled ``"joints"``, all limbs one ``LineCollection`` labelled ``"limbs"``, boxes one labelled
+    ``"boxes"``; the view stays on the image even when a joint lies outside it.
+
+    Shape: image (H, W, 3) uint8 RGB; keypoints (17, 3) or (N, 17, 3) as x, y, score in image
+    pixels; boxes (N, 4) COCO xywh or None.
+
+    Args:
+        ax: axes to draw into; a new figure sized to the image when None.
+
+    Returns:
+        The axes drawn into.
+    """
+    image = _check_image(image, "image")
+    keypoints = _check_keypoints(keypoints)
+    if ax is None:
+        height, width = image.shape[:2]
+        _, ax = plt.subplots(figsize=(8.0, 8.0 * height / width), layout="constrained")
+
+    xy, scores = keypoints[..., :2], keypoints[..., 2]
+    visible = scores >= score_threshold  # NaN scores compare False: hidden
+    alpha = np.clip(scores, MIN_ALPHA, 1.0)
+    joint_rgb = np.broadcast_to(_JOINT_RGB, (*visible.shape, 3))[visible]
+    joint_rgba = np.column_stack([joint_rgb, alpha[visible]])
+
+    start, end = _LIMBS[:, 0], _LIMBS[:, 1]
+    limb_visible = visible[:, start] & visible[:, end]  # (N, L)
+    segments = np.stack([xy[:, start], xy[:, end]], axis=2)[limb_visible]  # (S, 2, 2)
+    limb_rgb = np.broadcast_to(_LIMB_RGB, (*limb_visible.shape, 3))[limb_visible]
+    limb_alpha = np.minimum(alpha[:, start], alpha[:, end])[limb_visible]
+
+    ax.imshow(image)
+    ax.add_collection(LineCollection(
+        segments, colors=np.column_stack([limb_rgb, limb_alpha]), linewidths=2.5, capstyle="round",
+        label="limbs", zorder=2,
+    ))
+    ax.scatter(*xy[visible].T, s=24, c=joint_rgba, edgecolors="none", label="joints", zorder=3)
+    if boxes is not None:
+        outlines = _box_outlines(_as_numpy(boxes).astype(np.float64).reshape(-1, 4))
+        ax.add_collection(LineCollection(outlines, colors="white", linewidths=1.0, label="boxes", zorder=1))
+    height, width = image.shape[:2]
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_axis_off()
+    return ax
+
+
+def _panel_grid(count: int, ncols: int, panel_width: float, aspect: float) -> tuple[Figure, list[Axes]]:
+    """A figure with ``count`` axes on a grid ``ncols`` wide; the unused cells of the last row are removed."""
+    ncols = max(1, min(ncols, count))
+    nrows = -(-count // ncols)
+    fig, grid = plt.subplots(
+        nrows, ncols, figsize=(panel_width * ncols, panel_width * aspect * nrows + 0.3 * nrows),
+        squeeze=False, layout="constrained",
+    )
+    cells = list(grid.flat)
+    for unused in cells[count:]:
+        unused.remove()
+    for ax in cells[:count]:
+        ax.set_axis_off()
+    return fig, cells[:count]
+
+
+def show_heatmaps(
+    crop: np.ndarray, heatmaps: np.ndarray, ncols: int = 6, cmap: str = "inferno", alpha: float = 0.6
+) -> Figure:
+    """Overlay each joint's heatmap on the person crop, one panel per joint titled with its name.
+
+    All panels share one colour scale (0 to the largest value over all joints), so a weak joint
+    looks weak. Heatmap pixel ``i`` is centred on crop pixel ``i * stride`` (the convention the
+    official encoder and decoder use), which is where the overlay places it.
+
+    Shape: crop (H, W, 3) uint8 RGB; heatmaps (17, h, w), e.g. (256, 192, 3) and (17, 64, 48).
+    """
+    crop = _check_image(crop, "crop")
+    heatmaps = _as_numpy(heatmaps).astype(np.float32)
+    if heatmaps.ndim != 3 or heatmaps.shape[0] != NUM_KEYPOINTS:
+        raise PosekitError(f"heatmaps must have shape ({NUM_KEYPOINTS}, h, w), got {heatmaps.shape}")
+    height, width = crop.shape[:2]
+    stride_y, stride_x = height / heatmaps.shape[1], width / heatmaps.shape[2]
+    extent = (-0.5 * stride_x, (heatmaps.shape[2] - 0.5) * stride_x,
+              (heatmaps.shape[1] - 0.5) * stride_y, -0.5 * stride_y)
+    vmax = max(float(heatmaps.max()), np.finfo(np.float32).eps)
+
+    fig, axes = _panel_grid(NUM_KEYPOINTS, ncols, panel_width=1.8, aspect=height / width)
+    for ax, heatmap, name in zip(axes, heatmaps, KEYPOINT_NAMES):  # one panel per joint: layout, not maths
+        ax.imshow(crop)
+        ax.imshow(heatmap, cmap=cmap, alpha=alpha, extent=extent, vmin=0.0, vmax=vmax, interpolation="bilinear")
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
+        ax.set_title(name, fontsize=8)
+    return fig
+
+
+def show_crops(
+    crops: np.ndarray,
+    keypoints_in_crop: np.ndarray | None = None,
+    score_threshold: float = 0.3,
+    ncols: int = 4,
+) -> Figure:
+    """Show person crops on a grid, titled ``person i``, each with its skeleton when keypoints are given.
+
+    Shape: crops (N, H, W, 3) uint8 RGB; keypoints_in_crop (N, 17, 3) as x, y, score in crop pixels.
+    """
+    crops = _check_image(crops, "crops", batched=True)
+    if len(crops) == 0:
+        raise PosekitError("crops is empty: expected at least one crop of shape (H, W, 3)")
+    if keypoints_in_crop is None:
+        keypoints_in_crop = np.zeros((len(crops), NUM_KEYPOINTS, 3))  # score 0: nothing drawn
+    keypoints_in_crop = _check_keypoints(keypoints_in_crop, "keypoints_in_crop")
+    if len(keypoints_in_crop) != len(crops):
+        raise PosekitError(
+            f"keypoints_in_crop has {len(keypoints_in_crop)} people but crops has {len(crops)}: expected one each"
+        )
+    height, width = crops.shape[1:3]
+    fig, axes = _panel_grid(len(crops), ncols, panel_width=2.2, aspect=height / width)
+    for index, (ax, crop, keypoints) in enumerate(zip(axes, crops, keypoints_in_crop)):  # one panel per crop
+        draw_skeleton(crop, keypoints, score_threshold, ax=ax)
+        ax.set_title(f"person {index}", fontsize=9)
+    return fig
+
+
+def plot_timing(
+    timings: Mapping[str, float],
+    reference: Mapping[str, float] | None = K80_REFERENCE,
+    title: str = "Time per stage",
+) -> Figure:
+    """Horizontal bar chart of measured seconds per stage, followed by the reference bars.
+
+    The reference (by default the K80 mini-batch times 3.856 s for 200 images and 0.611 s for 100)
+    was measured on another machine; its bars are hatched grey and labelled so in the legend.
+    Each bar is annotated with its value.
+
+    Args:
+        timings: stage name -> seconds measured on this run, in display order (top first).
+        reference: label -> seconds from elsewhere, or None for none.
+    """
+    reference = {} if reference is None else dict(reference)
+    values = np.array([*timings.values(), *reference.values()], dtype=np.float64)
+    if not timings or not np.all(np.isfinite(values) & (values >= 0)):
+        raise PosekitError(f"timings must map at least one stage to finite seconds >= 0, got {dict(timings)}")
+    measured, n_measured = values[: len(timings)], len(timings)
+
+    fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(values) + 1.2), layout="constrained")
+    own = ax.barh(np.arange(n_measured), measured, color="tab:blue", label="this run")
+    ax.bar_label(own, fmt="%.3f s", padding=3, fontsize=8)
+    if reference:
+        ref = ax.barh(np.arange(n_measured, len(values)), values[n_measured:],
+                      color="0.8", edgecolor="0.4", hatch="//", label=REFERENCE_LABEL)
+        ax.bar_label(ref, fmt="%.3f s", padding=3, fontsize=8)
+    ax.set_yticks(np.arange(len(values)), [*timings, *reference])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.set_xlim(0, values.max() * 1.25 or 1.0)  # room for the value labels
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 100) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix, PNG when none) without ever leaving half a file.
+
+    The figure is written to a temporary file in the same folder and renamed over ``path``, so a
+    reader sees either the old file or the complete new one. Missing parent folders are created.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise PosekitError(f"cannot save a figure as {path}: expected one of the suffixes {', '.join(sorted(supported))}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            fig.savefig(temp, format=fmt, dpi=dpi)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
