@@ -1,0 +1,41 @@
+"""posekit: top-down 2D human pose estimation with SimpleBaseline (Xiao, Wu & Wei, ECCV 2018).
+
+    >>> import posekit
+    >>> estimator = posekit.PoseEstimator(detector="fasterrcnn_mobilenet_v3_large_fpn")
+    >>> people = estimator("people.jpg")          # one Person per detected person
+    >>> posekit.draw_skeleton(posekit.load_image("people.jpg"), people[0].keypoints)
+
+The names below are imported on first use, so ``import posekit`` stays instant (no torch).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> module that defines it
+_EXPORTS = {
+    "PoseEstimator": "posekit.estimator",
+    "Person": "posekit.estimator",
+    "PersonDetector": "posekit.detect",
+    "pose_resnet": "posekit.model",
+    "load_image": "posekit.images",
+    "draw_skeleton": "posekit.viz",
+}
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from posekit.detect import PersonDetector
+    from posekit.estimator import Person, PoseEstimator
+    from posekit.images import load_image
+    from posekit.model import pose_resnet
+    from posekit.viz import draw_skeleton
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'posekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,221 @@
+"""Finding people: torchvision's Faster R-CNN as a person detector, and reading detection files.
+
+The top-down method runs the pose network on one crop per person, so it first needs person boxes.
+They come from :class:`PersonDetector` (torchvision's COCO-trained Faster R-CNN, its checkpoint
+fetched through posekit's cache like the pose weights) or from a COCO detection-results file read
+by :func:`load_detections` (the paper's evaluation used such a file).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models import WeightsEnum, detection
+
+from posekit import hub
+from posekit.errors import CheckpointError, ChecksumError, DetectionsFormatError, DownloadError
+from posekit.estimator import resolve_device
+
+# COCO category id of "person", in both the detection results files and torchvision's labels.
+PERSON = 1
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """How to build one torchvision detector and where its COCO checkpoint lives."""
+
+    builder: Callable[..., nn.Module]
+    url: str
+    num_classes: int
+
+
+def _spec(builder: Callable[..., nn.Module], weights: WeightsEnum) -> DetectorSpec:
+    return DetectorSpec(builder, weights.url, len(weights.meta["categories"]))
+
+
+DETECTORS: dict[str, DetectorSpec] = {
+    # Accurate default (COCO box AP 46.7 per torchvision).
+    "fasterrcnn_resnet50_fpn_v2": _spec(
+        detection.fasterrcnn_resnet50_fpn_v2, detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1
+    ),
+    # About 4x faster on CPU, COCO box AP 32.8.
+    "fasterrcnn_mobilenet_v3_large_fpn": _spec(
+        detection.fasterrcnn_mobilenet_v3_large_fpn, detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1
+    ),
+}
+DEFAULT_DETECTOR = "fasterrcnn_resnet50_fpn_v2"
+
+
+def detector_checkpoint_path(name: str, progress: bool = True) -> Path:
+    """Path of the COCO checkpoint of detector ``name``, downloading it into posekit's cache if needed.
+
+    A copy torchvision already downloaded (``torch.hub`` checkpoints folder) is used as is.
+
+    Raises:
+        DownloadError: not cached and the download failed (offline: one sentence saying what to do).
+        ChecksumError: the download does not match the hash in its torchvision file name.
+    """
+    url = _get_spec(name).url
+    filename = url.rsplit("/", 1)[-1]
+    torchvision_copy = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if torchvision_copy.is_file():
+        return torchvision_copy
+    # torchvision names its files <name>-<first hex digits of the sha256>.pth.
+    sha256_prefix = Path(filename).stem.rsplit("-", 1)[-1]
+    destination = hub.cache_dir() / "checkpoints" / filename
+    try:
+        return hub.download_url(url, destination, sha256=sha256_prefix, progress=progress)
+    except ChecksumError:
+        raise
+    except DownloadError as error:
+        # The hub's advice is about pose weights (--weights); a detector checkpoint is placed by hand.
+        raise DownloadError(
+            f"the {name} detector checkpoint is not cached and could not be downloaded from {url}; without "
+            f"network, download it elsewhere and put it at {destination}, or give person boxes (--boxes FILE)"
+        ) from error
+
+
+def _get_spec(name: str) -> DetectorSpec:
+    if name not in DETECTORS:
+        raise CheckpointError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
+    return DETECTORS[name]
+
+
+class PersonDetector:
+    """Person boxes from torchvision's COCO Faster R-CNN, batched over images.
+
+    Args:
+        model: a name from :data:`DETECTORS`.
+        score_threshold: boxes scoring below it are dropped.
+        device: ``"auto"`` (CUDA, then MPS, then CPU), or anything ``torch.device`` accepts.
+        checkpoint: a state_dict file to load instead of the cached/downloaded COCO checkpoint.
+
+    Example:
+        >>> detector = PersonDetector("fasterrcnn_mobilenet_v3_large_fpn")
+        >>> [(boxes, scores)] = detector([load_image("people.jpg")])
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_DETECTOR,
+        score_threshold: float = 0.5,
+        device: str | torch.device = "auto",
+        checkpoint: str | os.PathLike | None = None,
+    ) -> None:
+        spec = _get_spec(model)
+        path = Path(checkpoint) if checkpoint is not None else detector_checkpoint_path(model)
+        # weights=None / weights_backbone=None: build the bare architecture, never let torchvision download.
+        network = spec.builder(weights=None, weights_backbone=None, num_classes=spec.num_classes)
+        try:
+            network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError, EOFError, ValueError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"{path}: not a {model} checkpoint ({first_line})") from None
+        self.name = model
+        self.score_threshold = score_threshold
+        self.device = resolve_device(device)
+        self.model = network.eval().to(self.device)
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Detect people in each image.
+
+        Args:
+            images: RGB uint8 arrays, each of shape (H, W, 3); sizes may differ.
+
+        Returns:
+            Per image ``(boxes, scores)``: COCO boxes x, y, w, h in pixels, shape (M, 4) float32,
+            and their scores, shape (M,) float32, highest first; M may be 0.
+        """
+        if not images:
+            return []
+        # The detector normalises and resizes internally; it wants RGB floats in 0..1.
+        tensors = [torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float() / 255 for image in images]
+        return [self._people(output) for output in self.model(tensors)]
+
+    def _people(self, output: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        keep = (output["labels"] == PERSON) & (output["scores"] >= self.score_threshold)
+        boxes = output["boxes"][keep].cpu().numpy()
+        boxes[:, 2:] -= boxes[:, :2]
+        return boxes.astype(np.float32), output["scores"][keep].cpu().numpy().astype(np.float32)
+
+
+_SCHEMA = (
+    "expected a JSON list of {'image_id': int, 'category_id': 1, 'bbox': [x, y, w, h], 'score': number}, "
+    "or a COCO annotation file"
+)
+
+
+def load_detections(source: str | os.PathLike | list[dict] | dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Read person boxes grouped by image: COCO detection results, or a COCO annotation file's boxes.
+
+    ``source`` is a JSON file or its already-loaded content: a list of detections, or a dict
+    with an ``annotations`` list (ground-truth boxes). Entries of other categories than person
+    (``category_id`` 1) are ignored, as in the paper's evaluation; a missing ``score`` counts as 1.
+
+    Returns:
+        image_id -> (boxes, scores): COCO boxes x, y, w, h, shape (M, 4) float32, and scores,
+        shape (M,) float32, in file order.
+
+    Raises:
+        DetectionsFormatError: the file is missing or not JSON, or an entry does not follow the
+            schema; the message names the file and the first bad entry.
+    """
+    name = f"detections {type(source).__name__}" if isinstance(source, (list, dict)) else str(source)
+    entries = source if isinstance(source, (list, dict)) else _read_json(Path(source))
+    if isinstance(entries, dict) and "annotations" in entries:
+        entries = entries["annotations"]
+    if not isinstance(entries, list):
+        raise DetectionsFormatError(f"{name}: top level is a {type(entries).__name__}; {_SCHEMA}")
+    image_ids, boxes, scores = [], [], []
+    for index, entry in enumerate(entries):
+        image_id, box, score = _parse_entry(entry, f"{name}: entry #{index} {_short(entry)}")
+        if image_id is not None:
+            image_ids.append(image_id)
+            boxes.append(box)
+            scores.append(score)
+    image_ids = np.asarray(image_ids, dtype=np.int64)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32)
+    return {int(i): (boxes[image_ids == i], scores[image_ids == i]) for i in dict.fromkeys(image_ids.tolist())}
+
+
+def _read_json(path: Path) -> object:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except FileNotFoundError:
+        raise DetectionsFormatError(f"{path}: no such detections file; {_SCHEMA}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DetectionsFormatError(f"{path}: not valid JSON ({error}); {_SCHEMA}") from None
+
+
+def _parse_entry(entry: object, where: str) -> tuple[int | None, list[float], float]:
+    """(image_id, bbox, score) of one detection, image_id None for a non-person entry."""
+    if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
+        raise DetectionsFormatError(f"{where}: needs 'image_id' and 'bbox'; {_SCHEMA}")
+    image_id, box, score = entry["image_id"], entry["bbox"], entry.get("score", 1.0)
+    if not _is_number(image_id) or int(image_id) != image_id:
+        raise DetectionsFormatError(f"{where}: 'image_id' must be an integer; {_SCHEMA}")
+    if not isinstance(box, list) or len(box) != 4 or not all(map(_is_number, box)):
+        raise DetectionsFormatError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h]; {_SCHEMA}")
+    if not _is_number(score):
+        raise DetectionsFormatError(f"{where}: 'score' must be a number; {_SCHEMA}")
+    if entry.get("category_id", PERSON) != PERSON:
+        return None, box, score
+    return int(image_id), box, float(score)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(entry: object) -> str:
+    text = repr(entry)
+    return text if len(text) <= 120 else text[:117] + "..."

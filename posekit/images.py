@@ -1,0 +1,224 @@
+"""Reading images and checking person boxes before they reach the network.
+
+Everything downstream works on one kind of image: an RGB ``uint8`` array of shape (H, W, 3),
+upright as the camera meant it. :func:`load_image` turns whatever users hold (a path, a PIL image,
+a numpy array in RGB or BGR order, any PIL mode) into that, and says clearly when a file is not an
+image. :func:`find_images` expands the command line's files, folders and globs, and
+:func:`sanitize_boxes` drops the boxes no crop can be made from, with a warning instead of a
+traceback from deep inside the geometry.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from posekit.errors import BoxError, ImageReadError
+
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+_EXPECTED = "expected an image file (JPEG, PNG, BMP, TIFF, WebP, ...)"
+
+
+def load_image(source: ImageSource, channels: str = "rgb") -> np.ndarray:
+    """Load an image as an upright RGB uint8 array.
+
+    Files and PIL images are turned upright by their EXIF orientation. Modes are converted as:
+    ``L``/``1``/``CMYK``/``YCbCr`` -> RGB; ``LA``/``PA``/``RGBA`` and palette images with a
+    transparent colour are composited on black, the same value the crops pad with, so
+    transparent areas look like "outside the image" to the network; 16-bit (``I;16``) is scaled
+    by 255/65535; 32-bit integer (``I``) as 16-bit when its values fit in 0..65535, else its
+    min..max range is stretched to 0..255; float (``F``) is read as 0..1 when it fits, else
+    min..max stretched.
+
+    Args:
+        source: a file path, a PIL image, or a numpy array (H, W), (H, W, 3) or (H, W, 4).
+        channels: channel order of an array ``source``, ``"rgb"`` or ``"bgr"`` (OpenCV's);
+            files and PIL images carry their own mode, so it must be ``"rgb"`` for them.
+
+    Returns:
+        Shape: (H, W, 3) uint8, RGB.
+
+    Raises:
+        ImageReadError: the file is missing, empty, truncated or not an image, or the array
+            has a shape or dtype that is not an image.
+    """
+    if channels not in ("rgb", "bgr"):
+        raise ValueError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, channels)
+    if channels != "rgb":
+        raise ValueError("channels='bgr' applies to numpy arrays only; files and PIL images know their own mode")
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb(ImageOps.exif_transpose(source))
+    return _pil_to_rgb(_open_file(Path(source)))
+
+
+def _open_file(path: Path) -> Image.Image:
+    """Open and fully decode ``path``, turned upright; every failure names the file."""
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file; {_EXPECTED}")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder; {_EXPECTED} (posekit predict accepts folders)")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes); {_EXPECTED}")
+    try:
+        with Image.open(path) as image:
+            # load() decodes now, inside the try, so a truncated file fails here and not later.
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file PIL can read; {_EXPECTED}") from None
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: image too large to decode safely ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: truncated or corrupt image ({error}); {_EXPECTED}") from None
+
+
+def _array_to_rgb(array: np.ndarray, channels: str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from an array in ``channels`` order, via PIL for unusual shapes/dtypes."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or array.size == 0:
+        raise ImageReadError(f"image array of shape {array.shape}: expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray")
+    if array.ndim == 3 and channels == "bgr":
+        # BGR -> RGB and BGRA -> RGBA: reverse the colour channels, keep alpha last.
+        array = np.concatenate([array[..., 2::-1], array[..., 3:]], axis=2)
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3:
+        return np.ascontiguousarray(array)
+    if array.ndim == 3 and array.dtype != np.uint8:
+        raise ImageReadError(f"colour image array of dtype {array.dtype}: expected uint8 (gray arrays may be uint16 or float)")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype.kind in "iu" and array.dtype != np.uint8:
+        array = array.astype(np.int32)
+    elif array.dtype.kind == "f":
+        array = array.astype(np.float32)
+    return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(array)))
+
+
+def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a PIL image of any mode (see :func:`load_image` for the rules)."""
+    if image.mode == "RGB":
+        return np.asarray(image).copy()
+    if image.mode.startswith("I") or image.mode == "F":
+        gray = _to_uint8(np.asarray(image), image.mode)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if "A" in image.mode or "a" in image.mode or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(black, rgba).convert("RGB")).copy()
+    try:
+        return np.asarray(image.convert("RGB")).copy()
+    except ValueError as error:
+        raise ImageReadError(f"image of mode {image.mode!r} cannot be converted to RGB ({error})") from None
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Scale one-channel 16-bit, 32-bit or float pixel values to uint8 without clipping them."""
+    values = values.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and low >= 0 and high <= 65535):
+        scaled = values / 65535.0
+    elif mode == "F" and low >= 0 and high <= 1:
+        scaled = values
+    else:
+        # Unknown range: stretch what is there, so the picture stays visible.
+        scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return np.round(np.nan_to_num(scaled, nan=0.0, posinf=1.0, neginf=0.0) * 255).astype(np.uint8)
+
+
+def _readable_suffixes() -> frozenset[str]:
+    """File name endings of the formats PIL can open, e.g. ``.jpg``."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files, folders and glob patterns into a list of image paths.
+
+    A file is kept whatever its name (:func:`load_image` says if it is not an image); a folder
+    gives its image files (not its subfolders), sorted, and a warning names the other files it
+    skipped; a glob gives its matches, sorted. Order follows ``inputs``; repeats are dropped.
+    An input that exists neither as a path nor as a glob match gets a warning and is skipped.
+
+    Raises:
+        ImageReadError: nothing at all was found.
+    """
+    suffixes = _readable_suffixes()
+    found: dict[Path, None] = {}
+    for item in map(str, inputs):
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            skipped = [p.name for p in files if p.suffix.lower() not in suffixes]
+            if skipped:
+                warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are not images: {', '.join(skipped)}", stacklevel=2)
+            found.update((p, None) for p in files if p.suffix.lower() in suffixes)
+        elif path.is_file():
+            found[path] = None
+        elif any(char in item for char in "*?[") and (matches := sorted(glob.glob(item))):
+            found.update((Path(m), None) for m in matches if Path(m).is_file())
+        else:
+            warnings.warn(f"{item}: no such file, folder or glob match; skipped", stacklevel=2)
+    if not found:
+        shown = ", ".join(map(str, inputs)) or "(no inputs)"
+        raise ImageReadError(f"no images found in {shown}; expected image files, folders of images or glob patterns")
+    return list(found)
+
+
+def sanitize_boxes(boxes_xywh: np.ndarray, image_wh: tuple[int, int], image_name: str = "image") -> tuple[np.ndarray, np.ndarray]:
+    """Clip person boxes to the image and drop those no crop can be made from.
+
+    A box is dropped when a coordinate is NaN or infinite, its width or height is not positive,
+    or it lies entirely outside the image; one warning names ``image_name`` and every dropped
+    box. Kept boxes are clipped to [0, W] x [0, H].
+
+    Args:
+        boxes_xywh: COCO boxes x, y, w, h in pixels. Shape: (N, 4); an empty array is fine.
+        image_wh: (width, height) of the image.
+        image_name: how the warning refers to the image (its file name, usually).
+
+    Returns:
+        (boxes, keep): the kept, clipped boxes, shape (M, 4) float32, and the mask of kept input
+        rows, shape (N,) bool, to filter anything that goes with the boxes (scores).
+
+    Raises:
+        BoxError: ``boxes_xywh`` is not (N, 4) numeric.
+    """
+    try:
+        boxes = np.asarray(boxes_xywh, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BoxError(f"{image_name}: person boxes must be numbers, shape (N, 4) as x, y, w, h") from None
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise BoxError(f"{image_name}: person boxes have shape {boxes.shape}; expected (N, 4) as x, y, w, h")
+    width, height = image_wh
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(boxes).all(axis=1)
+        positive = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+        inside = (x0 < width) & (y0 < height) & (x1 > 0) & (y1 > 0)
+    keep = finite & positive & inside
+    if not keep.all():
+        bad = "; ".join(f"#{i} {np.array2string(boxes[i], precision=1, separator=', ')}" for i in np.flatnonzero(~keep))
+        warnings.warn(
+            f"{image_name} ({width}x{height}): skipped {int((~keep).sum())} person box(es) that are not finite, "
+            f"have no area or lie outside the image: {bad}",
+            stacklevel=2,
+        )
+    clipped_x0 = np.clip(x0[keep], 0, width)
+    clipped_y0 = np.clip(y0[keep], 0, height)
+    clipped = np.stack(
+        [clipped_x0, clipped_y0, np.clip(x1[keep], 0, width) - clipped_x0, np.clip(y1[keep], 0, height) - clipped_y0],
+        axis=1,
+    )
+    return clipped.astype(np.float32), keep
