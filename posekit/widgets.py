@@ -1,0 +1,259 @@
+"""An ipywidgets image picker: choose or upload an image, run the estimator, move the threshold.
+
+ipywidgets is imported only when a picker is built, so ``import posekit`` works without it.
+The estimator runs once per image (results are cached per picker); moving the score threshold or
+toggling the heatmaps only redraws. Every callback is a method, so code and tests can drive the
+picker without a browser by setting ``picker.dropdown.value``, ``picker.slider.value``, ...
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Iterator, Mapping, Protocol, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, UnidentifiedImageError
+
+from posekit.coco17 import NUM_KEYPOINTS
+from posekit.errors import ImageReadError, PosekitError
+from posekit.images import ImageSource, load_image
+from posekit.viz import draw_skeleton, show_heatmaps
+
+NO_WIDGETS_MESSAGE = (
+    "The image picker needs ipywidgets: run `pip install ipywidgets` (Jupyter and Colab have it), "
+    "or call posekit.viz.draw_skeleton(image, keypoints) for a static picture."
+)
+NO_FRONTEND_MESSAGE = (
+    "posekit image picker: an interactive widget that this front end cannot show; open the notebook "
+    "in Jupyter or Colab, or call posekit.viz.draw_skeleton(image, keypoints) for a static picture."
+)
+
+
+class PersonLike(Protocol):
+    """One detected person: ``keypoints`` (17, 3) as x, y, score and ``box`` (4,) COCO xywh, image pixels."""
+
+    keypoints: np.ndarray
+    box: np.ndarray
+
+
+class EstimatorLike(Protocol):
+    """Anything called as ``estimator([image]) -> [[person, ...]]``, e.g. a ``PoseEstimator``.
+
+    It may also offer ``estimate_heatmaps(image, boxes_xywh (M, 4)) -> (crops (M, H, W, 3) uint8,
+    heatmaps (M, 17, h, w))``; the picker's heatmap toggle uses it when present.
+    """
+
+    def __call__(self, images: list[np.ndarray]) -> list[list[PersonLike]]: ...
+
+
+def _decode_upload(name: str, content: bytes) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) array from the bytes of an uploaded file, converted as :func:`load_image` does."""
+    try:
+        opened = Image.open(io.BytesIO(content))
+        opened.load()  # decode now, so a truncated upload fails here with its name
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(
+            f"uploaded file {name!r} could not be decoded ({error}); expected a JPEG, PNG or other format Pillow reads"
+        ) from None
+    return load_image(opened)
+
+
+def _named_sources(images: Mapping[str, ImageSource] | Sequence[ImageSource]) -> dict[str, ImageSource]:
+    """Dropdown label -> image source. Paths in a list are labelled by file name, arrays by position."""
+    if isinstance(images, Mapping):
+        sources = dict(images)
+    else:
+        labels = [Path(item).name if isinstance(item, (str, os.PathLike)) else f"image {i}"
+                  for i, item in enumerate(images)]
+        if len(set(labels)) != len(labels):
+            raise PosekitError(f"images has repeated file names {labels}; pass a dict of distinct label -> image")
+        sources = dict(zip(labels, images))
+    if not sources:
+        raise PosekitError("images is empty; expected at least one image path or (H, W, 3) uint8 array")
+    return sources
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+class ImagePicker:
+    """The widgets and state behind :func:`image_picker`; display it (or ``picker.widget``) in a notebook.
+
+    Attributes a caller or test may use: ``dropdown``, ``upload``, ``slider``, ``toggle`` (the controls),
+    ``message`` (a Label saying what is not shown and why), ``image`` and ``heatmap_image`` (PNG views),
+    ``figure`` / ``heatmap_figure`` (the last matplotlib figures drawn), ``redraw_count`` (skeleton redraws).
+    """
+
+    def __init__(
+        self,
+        images: Mapping[str, ImageSource] | Sequence[ImageSource],
+        estimator: EstimatorLike,
+        score_threshold: float = 0.3,
+    ) -> None:
+        import ipywidgets as widgets
+
+        if not callable(estimator):
+            raise PosekitError(
+                f"estimator must be callable as estimator([image]) -> [[person, ...]] (e.g. a PoseEstimator), "
+                f"got {type(estimator).__name__}"
+            )
+        self._sources = _named_sources(images)
+        self._estimator = estimator
+        # label -> (image, people) and label -> (crop, heatmaps) of the first person: the expensive results.
+        self._results: dict[str, tuple[np.ndarray, list[PersonLike]]] = {}
+        self._heatmaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.redraw_count = 0
+        self.figure: Figure | None = None
+        self.heatmap_figure: Figure | None = None
+
+        self.dropdown = widgets.Dropdown(options=list(self._sources), description="image")
+        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="add image")
+        self.slider = widgets.FloatSlider(
+            value=score_threshold, min=0.0, max=1.0, step=0.05, description="threshold", continuous_update=False
+        )
+        self.toggle = widgets.ToggleButton(value=False, description="heatmaps", tooltip="heatmaps of the first person")
+        self.message = widgets.Label()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.heatmap_image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", display="none"))
+        self.widget = widgets.VBox([
+            widgets.HBox([self.dropdown, self.upload]),
+            widgets.HBox([self.slider, self.toggle]),
+            self.message, self.image, self.heatmap_image,
+        ])
+        self.dropdown.observe(self.on_image_change, names="value")
+        self.upload.observe(self.on_upload, names="value")
+        self.slider.observe(self.on_threshold_change, names="value")
+        self.toggle.observe(self.on_heatmaps_toggle, names="value")
+        self.on_image_change()
+
+    def _repr_mimebundle_(self, **kwargs: object) -> dict:
+        # Front ends without a widget manager fall back to text/plain: make that a sentence, not a repr.
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = NO_FRONTEND_MESSAGE
+        return bundle
+
+    def _result(self, label: str) -> tuple[np.ndarray, list[PersonLike]]:
+        if label not in self._results:
+            image = load_image(self._sources[label])
+            self._results[label] = image, list(self._estimator([image])[0])
+        return self._results[label]
+
+    @contextlib.contextmanager
+    def _errors_to_message(self) -> Iterator[None]:
+        # A bad image or estimator input is the user's to fix: say so in the UI and keep the picker alive.
+        try:
+            yield
+        except PosekitError as error:
+            self.message.value = str(error)
+
+    def on_image_change(self, change: dict | None = None) -> None:
+        """Run the estimator on the selected image (once per image) and redraw everything."""
+        self.message.value = ""
+        with self._errors_to_message():
+            self._draw_skeleton()
+            self._draw_heatmaps()
+
+    def on_threshold_change(self, change: dict | None = None) -> None:
+        """Redraw the skeletons with the new threshold; the cached results are reused."""
+        with self._errors_to_message():
+            self._draw_skeleton()
+
+    def on_heatmaps_toggle(self, change: dict | None = None) -> None:
+        """Show or hide the first person's heatmaps."""
+        self.message.value = ""
+        with self._errors_to_message():
+            self._draw_heatmaps()
+
+    def on_upload(self, change: dict) -> None:
+        """Add the uploaded files as images and select the last (ipywidgets 8: dicts with ``name``, ``content``)."""
+        errors, added = [], []
+        for upload in change["new"]:
+            try:
+                image = _decode_upload(upload["name"], bytes(upload["content"]))
+            except ImageReadError as error:
+                errors.append(str(error))
+                continue
+            self._sources[upload["name"]] = image
+            self._results.pop(upload["name"], None)  # the same name uploaded again is a new image
+            self._heatmaps.pop(upload["name"], None)
+            added.append(upload["name"])
+        if added:
+            # New options reset the dropdown to its first entry: keep that from running the estimator.
+            self.dropdown.unobserve(self.on_image_change, names="value")
+            try:
+                self.dropdown.options = list(self._sources)
+                self.dropdown.value = added[-1]
+            finally:
+                self.dropdown.observe(self.on_image_change, names="value")
+            self.on_image_change()
+        if errors:
+            self.message.value = " ".join(errors)
+
+    def _draw_skeleton(self) -> None:
+        label = self.dropdown.value
+        image, people = self._result(label)
+        keypoints = np.stack([p.keypoints for p in people]) if people else np.zeros((0, NUM_KEYPOINTS, 3))
+        boxes = np.stack([p.box for p in people]) if people else None
+        height, width = image.shape[:2]
+        fig = Figure(figsize=(8.0, 8.0 * height / width), layout="constrained")
+        ax = draw_skeleton(image, keypoints, self.slider.value, ax=fig.add_subplot(), boxes=boxes)
+        caption = f"{label}: {len(people)} people, joints scoring >= {self.slider.value:.2f}"
+        if getattr(self._estimator, "pretrained", None) is False:
+            caption += " (random weights: not a prediction)"
+        ax.set_title(caption, fontsize=9)
+        self.image.value = _png(fig)
+        self.figure = fig
+        self.redraw_count += 1
+
+    def _draw_heatmaps(self) -> None:
+        self.heatmap_image.layout.display = "none"
+        if not self.toggle.value:
+            return
+        estimate_heatmaps = getattr(self._estimator, "estimate_heatmaps", None)
+        if estimate_heatmaps is None:
+            self.message.value = "This estimator does not expose heatmaps (no estimate_heatmaps method)."
+            return
+        label = self.dropdown.value
+        image, people = self._result(label)
+        if not people:
+            self.message.value = f"No person in {label}: no heatmaps to show."
+            return
+        if label not in self._heatmaps:
+            crops, heatmaps = estimate_heatmaps(image, np.asarray(people[0].box, dtype=np.float64)[None])
+            self._heatmaps[label] = crops[0], heatmaps[0]
+        fig = show_heatmaps(*self._heatmaps[label])
+        plt.close(fig)  # rendered into the widget; an open pyplot figure would also pop up in the next cell
+        self.heatmap_image.value = _png(fig)
+        self.heatmap_figure = fig
+        self.heatmap_image.layout.display = None
+
+
+def image_picker(
+    images: Mapping[str, ImageSource] | Sequence[ImageSource],
+    estimator: EstimatorLike,
+    score_threshold: float = 0.3,
+) -> ImagePicker | None:
+    """An interactive picker: image dropdown, upload, score-threshold slider, heatmap toggle, skeleton view.
+
+    Args:
+        images: label -> path or (H, W, 3) uint8 RGB array, or a list of them (labelled by file name).
+        estimator: called as ``estimator([image]) -> [[person, ...]]`` (see :class:`EstimatorLike`).
+        score_threshold: initial slider value; joints scoring below it are hidden.
+
+    Returns:
+        The picker (the last expression of a cell displays it), or None after printing what to install
+        when ipywidgets is missing.
+    """
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        print(NO_WIDGETS_MESSAGE)
+        return None
+    return ImagePicker(images, estimator, score_threshold)

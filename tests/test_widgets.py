@@ -1,0 +1,227 @@
+"""posekit.widgets: the picker redraws on image/threshold changes and runs the estimator once per image."""
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from posekit.coco17 import KEYPOINT_NAMES  # noqa: E402
+from posekit.errors import PosekitError  # noqa: E402
+from posekit.widgets import NO_FRONTEND_MESSAGE, NO_WIDGETS_MESSAGE, image_picker  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
+COCO = json.loads((SAMPLE / "test_coco.json").read_text())
+# The four sample images differ in size, so the fake estimator recognises an image by its shape.
+BY_SHAPE = {(info["height"], info["width"]): info["id"] for info in COCO["images"]}
+PATHS = {info["file_name"]: SAMPLE / info["file_name"] for info in COCO["images"]}
+FIRST, SECOND = list(PATHS)[:2]
+# Labelled joints get scores spread over (0, 1) so that the threshold slider changes what is shown.
+JOINT_SCORES = np.linspace(0.05, 0.95, 17)
+
+
+def _people(image_id: int) -> list[SimpleNamespace]:
+    people = []
+    for annotation in (a for a in COCO["annotations"] if a["image_id"] == image_id):
+        keypoints = np.array(annotation["keypoints"], dtype=np.float64).reshape(17, 3)
+        keypoints[:, 2] = np.where(keypoints[:, 2] > 0, JOINT_SCORES, 0.0)
+        people.append(SimpleNamespace(keypoints=keypoints, box=np.array(annotation["bbox"])))
+    return people
+
+
+class FakeEstimator:
+    """Returns the annotated people of a sample image; records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+
+    def __call__(self, images):
+        self.calls.extend(image.shape for image in images)
+        return [_people(BY_SHAPE.get(image.shape[:2], -1)) for image in images]
+
+
+class FakeHeatmapEstimator(FakeEstimator):
+    def __init__(self) -> None:
+        super().__init__()
+        self.heatmap_boxes: list[np.ndarray] = []
+
+    def estimate_heatmaps(self, image, boxes_xywh):
+        self.heatmap_boxes.append(boxes_xywh)
+        heatmaps = np.zeros((len(boxes_xywh), 17, 64, 48), np.float32)
+        heatmaps[:, :, 32, 24] = 1.0
+        return np.zeros((len(boxes_xywh), 256, 192, 3), np.uint8), heatmaps
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _shown_joints(picker) -> int:
+    (joints,) = [c for c in picker.figure.axes[0].collections if c.get_label() == "joints"]
+    return len(joints.get_offsets())
+
+
+def _expected_joints(file_name: str, threshold: float) -> int:
+    image_id = next(i["id"] for i in COCO["images"] if i["file_name"] == file_name)
+    return sum(1 for p in _people(image_id) for score in p.keypoints[:, 2] if score >= threshold)
+
+
+def _png_bytes(mode: str, size: tuple[int, int], colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_first_image_is_estimated_and_drawn_on_creation():
+    estimator = FakeEstimator()
+    picker = image_picker(PATHS, estimator, score_threshold=0.3)
+    assert picker.dropdown.options == tuple(PATHS)
+    assert estimator.calls == [(425, 640, 3)]
+    assert picker.redraw_count == 1
+    assert bytes(picker.image.value).startswith(b"\x89PNG")
+    assert _shown_joints(picker) == _expected_joints(FIRST, 0.3)
+    assert picker.figure.axes[0].get_title().startswith(f"{FIRST}: 1 people")
+
+
+def test_threshold_change_redraws_without_running_the_estimator():
+    estimator = FakeEstimator()
+    picker = image_picker(PATHS, estimator, score_threshold=0.3)
+    before = bytes(picker.image.value)
+
+    picker.slider.value = 0.7
+    assert estimator.calls == [(425, 640, 3)]
+    assert picker.redraw_count == 2
+    assert _shown_joints(picker) == _expected_joints(FIRST, 0.7) < _expected_joints(FIRST, 0.3)
+    assert bytes(picker.image.value) != before
+
+
+def test_image_change_runs_the_estimator_once_per_image():
+    estimator = FakeEstimator()
+    picker = image_picker(PATHS, estimator)
+
+    picker.dropdown.value = SECOND
+    assert estimator.calls == [(425, 640, 3), (333, 500, 3)]
+    assert picker.redraw_count == 2
+    assert picker.figure.axes[0].images[0].get_array().shape == (333, 500, 3)
+    assert _shown_joints(picker) == _expected_joints(SECOND, 0.3)
+
+    picker.dropdown.value = FIRST  # cached: redraw only
+    picker.slider.value = 0.5
+    assert len(estimator.calls) == 2
+    assert picker.redraw_count == 4
+    assert _shown_joints(picker) == _expected_joints(FIRST, 0.5)
+
+
+def test_heatmap_toggle_shows_the_first_person_and_caches_it():
+    estimator = FakeHeatmapEstimator()
+    picker = image_picker(PATHS, estimator)
+    assert picker.heatmap_image.layout.display == "none"
+
+    picker.toggle.value = True
+    assert [ax.get_title() for ax in picker.heatmap_figure.axes] == list(KEYPOINT_NAMES)
+    assert picker.heatmap_image.layout.display is None and bytes(picker.heatmap_image.value).startswith(b"\x89PNG")
+    first_box = next(a["bbox"] for a in COCO["annotations"] if a["image_id"] == 785)
+    np.testing.assert_array_equal(estimator.heatmap_boxes[0], [first_box])
+
+    picker.toggle.value = False
+    assert picker.heatmap_image.layout.display == "none"
+    picker.toggle.value = True
+    picker.slider.value = 0.6
+    assert len(estimator.heatmap_boxes) == 1 and len(estimator.calls) == 1
+
+    picker.dropdown.value = SECOND  # the toggle stays on: the new image's heatmaps follow
+    assert len(estimator.heatmap_boxes) == 2
+
+
+def test_heatmap_toggle_without_heatmaps_says_so():
+    picker = image_picker(PATHS, FakeEstimator())
+    picker.toggle.value = True
+    assert "does not expose heatmaps" in picker.message.value
+    assert picker.heatmap_image.layout.display == "none"
+    assert picker.redraw_count == 1
+
+
+def test_heatmap_toggle_on_an_image_without_people_says_so():
+    picker = image_picker({"empty": np.zeros((40, 30, 3), np.uint8)}, FakeHeatmapEstimator())
+    picker.toggle.value = True
+    assert picker.message.value == "No person in empty: no heatmaps to show."
+    assert picker.figure.axes[0].get_title().startswith("empty: 0 people")
+
+
+def test_upload_adds_an_rgb_image_and_selects_it():
+    estimator = FakeEstimator()
+    picker = image_picker(PATHS, estimator)
+    content = _png_bytes("RGBA", (33, 21), (10, 200, 30, 255))  # four channels in, three out
+    picker.upload.value = ({"name": "mine.png", "type": "image/png", "size": len(content),
+                            "content": memoryview(content), "last_modified": datetime.now(timezone.utc)},)
+
+    assert picker.dropdown.options == (*PATHS, "mine.png")
+    assert picker.dropdown.value == "mine.png"
+    assert estimator.calls == [(425, 640, 3), (21, 33, 3)]  # not re-run on the first image in between
+    shown = picker.figure.axes[0].images[0].get_array()
+    assert shown.dtype == np.uint8 and (shown == [10, 200, 30]).all()
+    assert picker.message.value == ""
+
+
+def test_upload_of_a_broken_file_names_it_and_keeps_the_picker():
+    picker = image_picker(PATHS, FakeEstimator())
+    picker.upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 5,
+                            "content": memoryview(b"hello"), "last_modified": datetime.now(timezone.utc)},)
+    assert picker.message.value.startswith("uploaded file 'notes.txt' could not be decoded")
+    assert picker.dropdown.options == tuple(PATHS) and picker.dropdown.value == FIRST
+
+
+def test_missing_file_is_reported_in_the_picker(tmp_path):
+    picker = image_picker([PATHS[FIRST], tmp_path / "gone.jpg"], FakeEstimator())
+    assert picker.dropdown.options == (FIRST, "gone.jpg")
+    picker.dropdown.value = "gone.jpg"
+    assert picker.message.value.startswith(f"{tmp_path / 'gone.jpg'}: no such file")
+    picker.slider.value = 0.5  # the threshold callback reports the same instead of raising
+    assert picker.message.value.startswith(f"{tmp_path / 'gone.jpg'}: no such file")
+
+
+def test_random_weights_are_not_called_a_prediction():
+    estimator = FakeEstimator()
+    estimator.pretrained = False
+    picker = image_picker(PATHS, estimator)
+    assert "random weights: not a prediction" in picker.figure.axes[0].get_title()
+
+
+@pytest.mark.parametrize(
+    ("images", "estimator", "message"),
+    [
+        ({}, FakeEstimator(), "images is empty"),
+        ([SAMPLE / FIRST, SAMPLE / "sub" / FIRST], FakeEstimator(), "repeated file names"),
+        (PATHS, object(), "estimator must be callable"),
+    ],
+)
+def test_bad_arguments_are_named(images, estimator, message):
+    with pytest.raises(PosekitError, match=message):
+        image_picker(images, estimator)
+
+
+def test_front_ends_without_widgets_get_a_sentence():
+    bundle = image_picker(PATHS, FakeEstimator())._repr_mimebundle_()
+    assert bundle["text/plain"] == NO_FRONTEND_MESSAGE
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_missing_ipywidgets_prints_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # makes `import ipywidgets` raise ImportError
+    estimator = FakeEstimator()
+    assert image_picker(PATHS, estimator) is None
+    assert capsys.readouterr().out.strip() == NO_WIDGETS_MESSAGE
+    assert estimator.calls == []
