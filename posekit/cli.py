@@ -1,0 +1,410 @@
+"""The ``posekit`` command line: one subcommand per job.
+
+Each subcommand has an ``_add_<name>(subparsers)`` that declares its options and a
+``_run_<name>(args) -> int`` that does the work through the library and returns the exit code.
+Heavy imports (torch, torchvision) happen inside the runners so ``posekit --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+from posekit.errors import PosekitError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("info", help="versions, device, cache directory and cached weights")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+    import torchvision
+
+    from posekit import hub, weights
+
+    try:
+        from pycocotools import __version__ as coco_version
+    except ImportError:
+        coco_version = "installed" if _has_module("pycocotools") else "missing"
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)})"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = f"cpu ({torch.get_num_threads()} threads)"
+    cached = [name for name in weights.WEIGHTS if weights.cached_weights_path(name) is not None]
+    rows = [
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("torchvision", torchvision.__version__),
+        ("pycocotools", coco_version),
+        ("device", device),
+        ("cache", str(hub.cache_dir())),
+        ("cached weights", ", ".join(cached) if cached else "none (posekit weights download NAME)"),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("weights", help="list or download pretrained pose weights")
+    actions = parser.add_subparsers(dest="weights_action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="the registry with reported COCO AP and cache status")
+    download = actions.add_parser("download", help="download weights into the cache")
+    download.add_argument("name", help="a name from `posekit weights list`")
+
+
+def _run_weights(args: argparse.Namespace) -> int:
+    from posekit import weights
+
+    if args.weights_action == "download":
+        path = weights.download_weights(args.name)
+        print(f"{args.name}: {path}")
+        return 0
+    header = ("name", "depth", "input", "channels", "AP", "source", "cached")
+    rows = [
+        (
+            entry.name,
+            str(entry.depth),
+            f"{entry.input_size[1]}x{entry.input_size[0]}",
+            entry.channel_order.upper(),
+            f"{entry.reported_ap['AP']:.3f}",
+            entry.source,
+            "yes" if weights.cached_weights_path(entry.name) else "no",
+        )
+        for entry in weights.WEIGHTS.values()
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print("AP: as reported by each release on COCO val2017 (detector human AP 56.4, flip test).")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("eval", help="COCO val2017 keypoint AP with the paper's protocol (pycocotools)")
+    parser.add_argument("--coco-root", type=Path, required=True,
+                        help="folder holding val2017/, annotations/person_keypoints_val2017.json and "
+                             "person_detection_results/ (what --download creates)")
+    parser.add_argument("--weights", default="pose_resnet_50_256x192",
+                        help="registered weights name, or a checkpoint file (named like a release file to get "
+                             "its input size and channel order, else fed like the default) (default: %(default)s)")
+    parser.add_argument("--boxes", default="gt",
+                        help="'gt' for the annotated boxes (default), 'detections' for the paper's person "
+                             "detections (detector AP 56.4), or a COCO detection-results JSON file")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                        help="flip test, as in the paper (default: on)")
+    parser.add_argument("--decode", choices=("quarter", "dark", "argmax"), default="quarter",
+                        help="heatmap decoding (default: the official quarter-pixel shift)")
+    parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images (by id)")
+    parser.add_argument("--out", type=Path, help="also write the COCO-format results JSON here")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader workers that read and crop images (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
+    parser.add_argument("--download", action="store_true",
+                        help="first download the missing COCO parts (images ~780 MB, annotations ~240 MB)")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from posekit import coco
+    from posekit.estimator import PoseEstimator
+
+    if args.limit is not None and args.limit < 1:
+        raise PosekitError(f"--limit {args.limit}: expected a positive number of images")
+    paths = coco.CocoPaths(args.coco_root)
+    needed = ["val2017", "annotations"] + (["detections"] if args.boxes == "detections" else [])
+    if args.download:
+        coco.download_coco(args.coco_root, needed)
+    missing = [str(paths.path(part)) for part in paths.missing(needed)]
+    if missing:
+        raise PosekitError(
+            f"{args.coco_root}: missing {', '.join(missing)}; run again with --download on a machine with internet "
+            "(or put COCO val2017 there in that layout)"
+        )
+    # The estimator resolves the weights (name or file), their input size and channel order, and the device.
+    estimator = PoseEstimator(args.weights, device=args.device)
+    boxes = paths.detections_file if args.boxes == "detections" else args.boxes
+    dataset = coco.CocoPersonDataset(
+        paths.ann_file, paths.image_dir, boxes=boxes, weights=estimator.weights, max_images=args.limit
+    )
+    print(
+        f"{estimator.weights_source}: {len(dataset)} people in {len(dataset.image_ids)} images, boxes {args.boxes}, "
+        f"flip test {'on' if args.flip else 'off'}, decode {args.decode}, device {estimator.device}",
+        file=sys.stderr,
+    )
+    result = coco.evaluate(
+        estimator.model, dataset, flip_test=args.flip, decode=args.decode, batch_size=args.batch_size,
+        num_workers=args.workers, device=estimator.device,
+    )
+    registered = Path(args.weights).name in (estimator.weights.name, estimator.weights.filename)
+    print(result.table(estimator.weights.reported_ap if registered else None))
+    if registered:
+        print(f"reported: the {estimator.weights.name} release on all of val2017, detector boxes (AP 56.4), flip test")
+    timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.timing.items())
+    print(f"time: {timing} ({result.num_people / result.timing['total']:.1f} people/s)")
+    if args.out is not None:
+        print(f"results: {result.save_results(args.out)}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="detect, estimate and draw the bundled COCO images; timed; works offline")
+    parser.add_argument("--out", type=Path, default=Path("posekit_output"),
+                        help="folder for demo.png (default: %(default)s)")
+    parser.add_argument("--weights", default="pose_resnet_50_256x192",
+                        help="registered weights name or checkpoint file; if the name is neither cached nor "
+                             "downloadable, an untrained network runs and says so (default: %(default)s)")
+    parser.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
+                        help="person detector, or 'none' for the annotated boxes, which are also used when its "
+                             "weights are unavailable (default: %(default)s, the fast one)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from posekit.demo import run_demo
+
+    detector = None if args.detector == "none" else args.detector
+    with _warnings_as_lines("demo"):
+        print(run_demo(args.out, args.weights, detector, args.device).summary())
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="keypoints for image files, folders or globs: annotated images + COCO JSON")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns")
+    parser.add_argument("--out", type=Path, default=Path("posekit_output"),
+                        help="folder for the annotated images NAME_pose.jpg (default: %(default)s)")
+    parser.add_argument("--json", type=Path,
+                        help="COCO keypoint results file; image_id from COCO-style numeric file names, else from "
+                             "--boxes' image list, else the input's index (default: OUT/results.json)")
+    parser.add_argument("--boxes", type=Path,
+                        help="person boxes instead of a detector: COCO detection results or a COCO annotation file")
+    parser.add_argument("--weights", default="pose_resnet_50_256x192",
+                        help="registered weights name or checkpoint file (default: %(default)s)")
+    parser.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2",
+                        help="person detector (fasterrcnn_mobilenet_v3_large_fpn is ~8x faster on CPU), or 'none' "
+                             "to take each whole image as one person (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
+    parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster, slightly less accurate")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import json
+    import time
+    import warnings
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from posekit.coco import rescore
+    from posekit.errors import ImageReadError
+    from posekit.estimator import PoseEstimator
+    from posekit.images import load_image
+
+    with _warnings_as_lines("predict"):
+        paths, boxes, file_ids = _predict_inputs(args)
+        detector = None if boxes is not None or args.detector == "none" else args.detector
+        estimator = PoseEstimator(args.weights, detector=detector, device=args.device, flip_test=not args.no_flip)
+        no_boxes = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+        results: list[dict] = []
+        done = people = 0
+        start = time.perf_counter()
+        for index, path in enumerate(tqdm(paths, desc="posekit predict", unit="image")):
+            try:
+                image = load_image(path)
+            except ImageReadError as error:
+                warnings.warn(f"{error}; skipped")
+                continue
+            image_id = _image_id(path, index, file_ids)
+            found = boxes.get(image_id, no_boxes) if boxes is not None else estimator.detect([image])[0]
+            persons = estimator.estimate(image, *found, name=str(path))
+            keypoints = np.array([p.keypoints for p in persons], np.float64).reshape(-1, 17, 3)
+            scores = rescore(keypoints, [p.box_score for p in persons])
+            results += [
+                {"image_id": image_id, "category_id": 1, "keypoints": np.round(k, 3).ravel().tolist(), "score": float(s)}
+                for k, s in zip(keypoints, scores)
+            ]
+            _save_annotated(image, keypoints, np.array([p.box for p in persons]), args.out / f"{path.stem}_pose.jpg")
+            done, people = done + 1, people + len(persons)
+    if done == 0:
+        raise ImageReadError(f"none of the {len(paths)} images could be read (see the warnings above)")
+    json_path = args.json or args.out / "results.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = json_path.with_name(json_path.name + ".part")
+    temporary.write_text(json.dumps(results), encoding="utf-8")
+    os.replace(temporary, json_path)
+    seconds = time.perf_counter() - start
+    skipped = f", {len(paths) - done} skipped (see warnings)" if done < len(paths) else ""
+    print(
+        f"posekit predict: {done} images, {people} people in {seconds:.1f} s ({seconds / done:.2f} s per image, "
+        f"{estimator.weights_source}, device {estimator.device}){skipped}; annotated images in {args.out}, "
+        f"results in {json_path}"
+    )
+    return 0
+
+
+def _predict_inputs(args: argparse.Namespace) -> tuple[list[Path], dict | None, dict[str, int]]:
+    """(image paths, boxes by image id or None, image ids by file name from a COCO annotation --boxes file)."""
+    import json
+
+    from posekit.detect import load_detections
+    from posekit.images import find_images
+
+    paths = find_images(args.inputs)
+    if args.boxes is None:
+        return paths, None, {}
+    boxes = load_detections(args.boxes)  # validates the file, so it is JSON below
+    content = json.loads(args.boxes.read_text(encoding="utf-8"))
+    images = content.get("images", []) if isinstance(content, dict) else []
+    return paths, boxes, {entry["file_name"]: entry["id"] for entry in images if "file_name" in entry and "id" in entry}
+
+
+def _image_id(path: Path, index: int, file_ids: dict[str, int]) -> int:
+    """COCO image id: the number in a COCO-style file name (000000000785.jpg, COCO_val2014_000000000785.jpg),
+    else the file's entry in an annotation file, else its index among the inputs."""
+    import re
+
+    number = re.fullmatch(r"(?:.*_)?(\d+)", path.stem)
+    if number:
+        return int(number.group(1))
+    return file_ids.get(path.name, index)
+
+
+def _save_annotated(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray, path: Path) -> None:
+    """Write the image with its skeletons and boxes at its own resolution (temporary file, then renamed)."""
+    from matplotlib.figure import Figure
+
+    from posekit.viz import draw_skeleton, save_figure
+
+    height, width = image.shape[:2]
+    figure = Figure(figsize=(width / 100, height / 100))
+    draw_skeleton(image, keypoints, ax=figure.add_axes((0, 0, 1, 1)), boxes=boxes.reshape(-1, 4))
+    save_figure(figure, path, dpi=100)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """Show each warning as one line ``posekit COMMAND: warning: ...`` that does not break the progress bar."""
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        tqdm.write(f"posekit {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("bench", help="time inference per stage on mini-batches of person crops (random weights)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[200, 100], metavar="N",
+                        help="people per mini-batch (default: 200 100, the seed's K80 protocol)")
+    parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101, 152), help="ResNet depth")
+    parser.add_argument("--input", type=_height_by_width, default=(192, 256), metavar="HxW",
+                        help="network input, height x width, multiples of 32 (default: 256x192)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                        help="network runtime; auto: onnxruntime for fp32 on the CPU when installed, else torch")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                        help="flip test, a second forward on mirrored crops (default: on)")
+    parser.add_argument("--amp", action="store_true", help="autocast: bfloat16 on CPU, float16 on CUDA (torch)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="NHWC memory layout for the torch backend (default: on)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's setting)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="R", help="warm runs per batch (default: 3)")
+    parser.add_argument("--max-batch", type=int, default=64, metavar="M",
+                        help="people per network call; bounds the memory (default: %(default)s)")
+    parser.add_argument("--memory-people", type=int, nargs="+", default=[100, 200, 800], metavar="N",
+                        help="numbers of people whose peak memory is shown (default: 100 200 800)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write all measurements as JSON")
+
+
+def _height_by_width(text: str) -> tuple[int, int]:
+    """'256x192' (height x width, as the weights are named) -> (width, height)."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH such as 256x192") from None
+    return width, height
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from posekit.bench import format_table, run_benchmark
+
+    result = run_benchmark(
+        batches=args.batches, depth=args.depth, input_size=args.input, device=args.device, flip=args.flip,
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile, threads=args.threads,
+        repeats=args.repeats, max_batch=args.max_batch, backend=args.backend, memory_people=args.memory_people,
+    )
+    print(format_table(result))
+    if args.json is not None:
+        print(f"json: {result.save_json(args.json)}")
+    return 0
+
+
+# name -> (add parser, run); the order is the order of `posekit --help`.
+_COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "info": (_add_info, _run_info),
+    "demo": (_add_demo, _run_demo),
+    "predict": (_add_predict, _run_predict),
+    "weights": (_add_weights, _run_weights),
+    "eval": (_add_eval, _run_eval),
+    "bench": (_add_bench, _run_bench),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subparser per entry of ``_COMMANDS``."""
+    parser = argparse.ArgumentParser(
+        prog="posekit",
+        description="Top-down human pose estimation with SimpleBaseline (Xiao et al., ECCV 2018).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add, _ in _COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``posekit`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _, run = _COMMANDS[args.command]
+    try:
+        return run(args)
+    except PosekitError as error:
+        # A user-facing problem: one sentence, no traceback.
+        print(f"posekit {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"posekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
