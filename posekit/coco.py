@@ -44,11 +44,12 @@ from posekit.errors import (
     ChecksumError,
     DetectionsFormatError,
     DownloadError,
-    ImageReadError,
     PosekitError,
 )
+from posekit.files import atomic_write
 from posekit.heatmaps import decode as decode_heatmaps
 from posekit.heatmaps import flip_back
+from posekit.images import load_image
 from posekit.weights import DEFAULT_WEIGHTS, PoseWeights, get_weights
 
 # The paper's COCO test settings (the official experiments/coco/*.yaml, TEST section).
@@ -284,22 +285,6 @@ def _detected_people(detections_file: Path, image_ids: np.ndarray, all_image_ids
     )
 
 
-def _read_coco_image(path: Path) -> np.ndarray:
-    """Decode an image as stored, RGB uint8 (H, W, 3), ignoring its EXIF orientation.
-
-    COCO annotations refer to the stored pixel grid (the official loader reads with OpenCV's
-    ``IMREAD_IGNORE_ORIENTATION``), so unlike :func:`posekit.images.load_image` this does not
-    turn the image upright.
-    """
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file; expected the COCO image named in the annotation file") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(f"{path}: cannot decode this COCO image ({error})") from None
-
-
 class CocoPersonDataset(torch.utils.data.Dataset):
     """One item per person of a COCO keypoint split: the network-ready crop and where it came from.
 
@@ -363,7 +348,7 @@ class CocoPersonDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         image_id = int(self.person_image_ids[index])
         if self._last_image is None or self._last_image[0] != image_id:
-            self._last_image = (image_id, _read_coco_image(self._files[image_id]))
+            self._last_image = (image_id, load_image(self._files[image_id], upright=False))
         center, scale = self.centers[index], self.scales[index]
         crop = crop_batch(self._last_image[1], center[None], scale[None], output_size=self.image_size)
         meta = {
@@ -417,12 +402,9 @@ class EvalResult:
 
     def save_results(self, path: str | os.PathLike) -> Path:
         """Write :attr:`results` as a COCO results JSON, atomically (temp file then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".part")
-        temporary.write_text(json.dumps(self.results), encoding="utf-8")
-        os.replace(temporary, path)
-        return path
+        with atomic_write(path, "w") as file:
+            json.dump(self.results, file)
+        return Path(path)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -767,7 +749,6 @@ def make_synthetic_coco(
         }
     ]
     ann_file = out_dir / "annotations.json"
-    temporary = ann_file.with_name(ann_file.name + ".part")
-    temporary.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    os.replace(temporary, ann_file)
+    with atomic_write(ann_file, "w") as file:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, file)
     return ann_file, image_dir

@@ -160,8 +160,9 @@ def load_detections(source: str | os.PathLike | list[dict] | dict) -> dict[int, 
     (``category_id`` 1) are ignored, as in the paper's evaluation; a missing ``score`` counts as 1.
 
     Returns:
-        image_id -> (boxes, scores): COCO boxes x, y, w, h, shape (M, 4) float32, and scores,
-        shape (M,) float32, in file order.
+        image_id -> (boxes, scores): COCO boxes x, y, w, h, shape (M, 4) float64 (the JSON
+        values exactly, so centers and scales round as in the paper's code), and scores,
+        shape (M,) float64, in file order.
 
     Raises:
         DetectionsFormatError: the file is missing or not JSON, or an entry does not follow the
@@ -181,8 +182,8 @@ def load_detections(source: str | os.PathLike | list[dict] | dict) -> dict[int, 
             boxes.append(box)
             scores.append(score)
     image_ids = np.asarray(image_ids, dtype=np.int64)
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float32)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64)
     return {int(i): (boxes[image_ids == i], scores[image_ids == i]) for i in dict.fromkeys(image_ids.tolist())}
 
 

@@ -102,7 +102,7 @@ class PoseEstimator:
         self.pretrained = pose_weights is not None
         depth = registered.depth if registered else depth
         self.weights_source = str(pose_weights) if self.pretrained else f"random pose_resnet_{depth} (untrained)"
-        model = pose_resnet(depth=depth)
+        model = pose_resnet(depth=depth, style=registered.style if registered else "pytorch")
         if pose_weights is not None:
             load_weights(model, pose_weights)
         self.model = model.eval().to(self.device)

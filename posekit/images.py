@@ -25,10 +25,12 @@ ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 _EXPECTED = "expected an image file (JPEG, PNG, BMP, TIFF, WebP, ...)"
 
 
-def load_image(source: ImageSource, channels: str = "rgb") -> np.ndarray:
-    """Load an image as an upright RGB uint8 array.
+def load_image(source: ImageSource, channels: str = "rgb", upright: bool = True) -> np.ndarray:
+    """Load an image as an RGB uint8 array, upright by default.
 
-    Files and PIL images are turned upright by their EXIF orientation. Modes are converted as:
+    Files and PIL images are turned upright by their EXIF orientation unless ``upright`` is
+    False: COCO annotations refer to the stored pixel grid (the paper's loader reads with
+    OpenCV's ``IMREAD_IGNORE_ORIENTATION``), so evaluation reads images as stored. Modes are converted as:
     ``L``/``1``/``CMYK``/``YCbCr`` -> RGB; ``LA``/``PA``/``RGBA`` and palette images with a
     transparent colour are composited on black, the same value the crops pad with, so
     transparent areas look like "outside the image" to the network; 16-bit (``I;16``) is scaled
@@ -40,6 +42,7 @@ def load_image(source: ImageSource, channels: str = "rgb") -> np.ndarray:
         source: a file path, a PIL image, or a numpy array (H, W), (H, W, 3) or (H, W, 4).
         channels: channel order of an array ``source``, ``"rgb"`` or ``"bgr"`` (OpenCV's);
             files and PIL images carry their own mode, so it must be ``"rgb"`` for them.
+        upright: apply the EXIF orientation of files and PIL images.
 
     Returns:
         Shape: (H, W, 3) uint8, RGB.
@@ -54,13 +57,12 @@ def load_image(source: ImageSource, channels: str = "rgb") -> np.ndarray:
         return _array_to_rgb(source, channels)
     if channels != "rgb":
         raise ValueError("channels='bgr' applies to numpy arrays only; files and PIL images know their own mode")
-    if isinstance(source, Image.Image):
-        return _pil_to_rgb(ImageOps.exif_transpose(source))
-    return _pil_to_rgb(_open_file(Path(source)))
+    image = source if isinstance(source, Image.Image) else _open_file(Path(source))
+    return _pil_to_rgb(ImageOps.exif_transpose(image) if upright else image)
 
 
 def _open_file(path: Path) -> Image.Image:
-    """Open and fully decode ``path``, turned upright; every failure names the file."""
+    """Open and fully decode ``path``; every failure names the file."""
     if not path.exists():
         raise ImageReadError(f"{path}: no such file; {_EXPECTED}")
     if path.is_dir():
@@ -71,7 +73,7 @@ def _open_file(path: Path) -> Image.Image:
         with Image.open(path) as image:
             # load() decodes now, inside the try, so a truncated file fails here and not later.
             image.load()
-            return ImageOps.exif_transpose(image)
+            return image
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file PIL can read; {_EXPECTED}") from None
     except Image.DecompressionBombError as error:

@@ -112,9 +112,10 @@ def test_load_detections_groups_the_bundled_file_by_image():
     assert sorted(grouped) == sorted({e["image_id"] for e in entries})
     for image_id, (boxes, scores) in grouped.items():
         mine = [e for e in entries if e["image_id"] == image_id and e["category_id"] == 1]
-        np.testing.assert_allclose(boxes, [e["bbox"] for e in mine], rtol=1e-6)
-        np.testing.assert_allclose(scores, [e["score"] for e in mine], rtol=1e-6)
-        assert boxes.dtype == np.float32 and scores.dtype == np.float32
+        # The JSON values exactly: centers and scales must round as in the paper's code.
+        np.testing.assert_array_equal(boxes, [e["bbox"] for e in mine])
+        np.testing.assert_array_equal(scores, [e["score"] for e in mine])
+        assert boxes.dtype == np.float64 and scores.dtype == np.float64
     assert load_detections(entries).keys() == grouped.keys()
 
 
