@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models import WeightsEnum, detection
 
 from posekit import hub
-from posekit.errors import CheckpointError, ChecksumError, DetectionsFormatError, DownloadError
+from posekit.errors import CheckpointError, DetectionsFormatError
 from posekit.estimator import resolve_device
 
 # COCO category id of "person", in both the detection results files and torchvision's labels.
@@ -69,16 +69,9 @@ def detector_checkpoint_path(name: str, progress: bool = True) -> Path:
     # torchvision names its files <name>-<first hex digits of the sha256>.pth.
     sha256_prefix = Path(filename).stem.rsplit("-", 1)[-1]
     destination = hub.cache_dir() / "checkpoints" / filename
-    try:
-        return hub.download_url(url, destination, sha256=sha256_prefix, progress=progress)
-    except ChecksumError:
-        raise
-    except DownloadError as error:
-        # The hub's advice is about pose weights (--weights); a detector checkpoint is placed by hand.
-        raise DownloadError(
-            f"the {name} detector checkpoint is not cached and could not be downloaded from {url}; without "
-            f"network, download it elsewhere and put it at {destination}, or give person boxes (--boxes FILE)"
-        ) from error
+    return hub.download_url(
+        url, destination, sha256=sha256_prefix, progress=progress, hint="give person boxes with --boxes FILE"
+    )
 
 
 def _get_spec(name: str) -> DetectorSpec:

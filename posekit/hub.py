@@ -59,8 +59,9 @@ def _short_reason(error: BaseException) -> str:
     return reason if len(reason) <= 100 else reason[:97] + "..."
 
 
-def _what_to_do(source: str, dest: Path) -> str:
-    return f"download {source} on a machine with internet and pass --weights PATH (or put it at {dest})"
+def _what_to_do(source: str, dest: Path, hint: str | None) -> str:
+    advice = f"download {source} on a machine with internet and put it at {dest}"
+    return f"{advice}, or {hint}" if hint else advice
 
 
 @contextlib.contextmanager
@@ -72,7 +73,7 @@ def _exclusive(dest: Path) -> Iterator[None]:
 
 
 def _fetch_once(
-    dest: Path, sha256: str | None, fetch: Callable[[Path], None], what: str, source: str
+    dest: Path, sha256: str | None, fetch: Callable[[Path], None], what: str, source: str, hint: str | None
 ) -> Path:
     """Return ``dest`` if cached and intact, else ``fetch`` into ``dest.part``, verify, rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ def _fetch_once(
             part.unlink()
             raise ChecksumError(
                 f"{what} arrived with sha256 {actual[:16]}... instead of {sha256} (corrupt transfer or a "
-                f"changed upstream file), so it was deleted: run again, or {_what_to_do(source, dest)}"
+                f"changed upstream file), so it was deleted: run again, or {_what_to_do(source, dest, hint)}"
             )
         os.replace(part, dest)
     return dest
@@ -130,7 +131,9 @@ def _http_get(url: str, part: Path, progress: bool) -> None:
         raise http.client.IncompleteRead(b"", total - received)
 
 
-def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True) -> Path:
+def download_url(
+    url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True, *, hint: str | None = None
+) -> Path:
     """Download ``url`` to ``dest`` unless an intact copy is already there.
 
     Args:
@@ -140,6 +143,8 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, p
         sha256: expected hex digest, or a prefix of it (>= 8 digits); checked on the download
             and on a cached file (a mismatching cached file is fetched again).
         progress: show a tqdm progress bar on stderr.
+        hint: another way out the failure message offers besides placing the file by hand,
+            e.g. "pass --weights PATH".
 
     Returns:
         ``dest`` as a Path.
@@ -156,19 +161,19 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, p
         except HTTPError as error:
             raise DownloadError(
                 f"could not download {url} (server answered HTTP {error.code} {error.reason}): "
-                f"check the URL, or {_what_to_do(url, dest)}"
+                f"check the URL, or {_what_to_do(url, dest, hint)}"
             ) from None
         except http.client.IncompleteRead as error:
             raise DownloadError(
                 f"download of {url} stopped {error.expected} bytes short: run again to resume from "
-                f"{part}, or {_what_to_do(url, dest)}"
+                f"{part}, or {_what_to_do(url, dest, hint)}"
             ) from None
         except (OSError, http.client.HTTPException) as error:
             raise DownloadError(
-                f"could not download {url} ({_short_reason(error)}); without network, {_what_to_do('it', dest)}"
+                f"could not download {url} ({_short_reason(error)}); without network, {_what_to_do('it', dest, hint)}"
             ) from None
 
-    return _fetch_once(dest, sha256, fetch, url, url)
+    return _fetch_once(dest, sha256, fetch, url, url, hint)
 
 
 def _gdrive_folder_file_id(folder_id: str, path_in_folder: str) -> str:
@@ -193,6 +198,7 @@ def download_gdrive(
     *,
     folder_id: str | None = None,
     path_in_folder: str | None = None,
+    hint: str | None = None,
 ) -> Path:
     """Download a Google Drive file with gdown, with :func:`download_url`'s cache semantics.
 
@@ -204,6 +210,7 @@ def download_gdrive(
         progress: let gdown show its progress bar.
         folder_id: id of a shared Drive folder holding the file.
         path_in_folder: the file's path inside that folder, e.g. "pose_coco/pose_resnet_50_256x192.pth.tar".
+        hint: as in :func:`download_url`.
 
     Returns:
         ``dest`` as a Path.
@@ -232,7 +239,7 @@ def download_gdrive(
             raise
         except (OSError, gdown.exceptions.DownloadError) as error:
             raise DownloadError(
-                f"could not download {what} ({_short_reason(error)}); without network, {_what_to_do(source, dest)}"
+                f"could not download {what} ({_short_reason(error)}); without network, {_what_to_do(source, dest, hint)}"
             ) from None
 
-    return _fetch_once(dest, sha256, fetch, what, source)
+    return _fetch_once(dest, sha256, fetch, what, source, hint)

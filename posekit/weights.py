@@ -180,11 +180,12 @@ def download_weights(name: str, progress: bool = True) -> Path:
     """Download weights ``name`` into the cache (no-op if cached and intact); return the path."""
     weights = get_weights(name)
     dest = _cache_path(weights)
+    hint = "pass --weights PATH"
     if weights.url is not None:
-        return hub.download_url(weights.url, dest, weights.sha256, progress)
+        return hub.download_url(weights.url, dest, weights.sha256, progress, hint=hint)
     return hub.download_gdrive(
         None, dest, weights.sha256, progress,
-        folder_id=weights.gdrive_folder, path_in_folder=weights.gdrive_path,
+        folder_id=weights.gdrive_folder, path_in_folder=weights.gdrive_path, hint=hint,
     )
 
 
