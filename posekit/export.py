@@ -1,0 +1,204 @@
+"""Faster inference forwards for a pose network: BatchNorm folding and ONNX Runtime.
+
+Every forward built here keeps the network's contract, ``(N, 3, H, W) float32 -> (N, K, H/4, W/4)``,
+so the rest of the pipeline (crop, normalise, flip-back, decode) does not care which one runs.
+Only torch is imported at module level; onnx and onnxruntime are optional and imported when used.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from posekit.errors import PosekitError
+from posekit.files import atomic_write
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def fold_batchnorm(model: nn.Module) -> torch.fx.GraphModule:
+    """A copy of ``model`` with every BatchNorm folded into the conv or deconv that feeds it.
+
+    In eval mode ``bn(conv(x))`` is an affine map of ``conv(x)``, so it can be baked into the conv's
+    weight and bias; the folded network computes the same function (up to float rounding) with one
+    memory pass fewer per layer. The pairing follows the traced data flow, not module order, and a
+    BatchNorm is only folded when the conv's output goes nowhere else. ``model`` is left untouched.
+
+    Shape: same forward contract as ``model``.
+    """
+    traced = torch.fx.symbolic_trace(copy.deepcopy(model).eval())
+    modules = dict(traced.named_modules())
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        producer = node.args[0]
+        if (
+            not isinstance(producer, torch.fx.Node)
+            or producer.op != "call_module"
+            or not isinstance(modules[producer.target], _CONVS)
+            or len(producer.users) != 1
+        ):
+            continue
+        conv, bn = modules[producer.target], modules[node.target]
+        fused = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+        traced.add_submodule(producer.target, fused)
+        node.replace_all_uses_with(producer)
+        traced.graph.erase_node(node)
+    traced.graph.lint()
+    traced.delete_all_unused_submodules()
+    traced.recompile()
+    return traced
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_size: tuple[int, int] = (192, 256),
+    opset: int = 17,
+) -> Path:
+    """Write ``model`` as an ONNX graph with a dynamic batch dimension; returns the path.
+
+    The file is written whole or not at all (:func:`posekit.files.atomic_write`).
+
+    Shape: graph input ``images`` (N, 3, H, W) with ``input_size = (W, H)``; output ``heatmaps`` (N, K, H/4, W/4).
+    """
+    data = _onnx_bytes(model, input_size, opset)
+    with atomic_write(path) as file:
+        file.write(data)
+    return Path(path)
+
+
+def _onnx_bytes(model: nn.Module, input_size: tuple[int, int], opset: int) -> bytes:
+    width, height = input_size
+    parameter = next(model.parameters())
+    example = torch.zeros(1, 3, height, width, dtype=parameter.dtype, device=parameter.device)
+    buffer = io.BytesIO()
+    # The torch.export-based exporter needs the onnxscript package; the TorchScript one only torch.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            buffer,
+            input_names=["images"],
+            output_names=["heatmaps"],
+            dynamic_axes={"images": {0: "batch"}, "heatmaps": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+class OnnxRuntimeForward:
+    """An onnxruntime session behind the pose network's torch contract.
+
+    Args:
+        onnx_model: path to an ``.onnx`` file or its bytes (as written by :func:`export_onnx`).
+        threads: intra-op threads; ``None`` uses torch's current setting so both runtimes compete
+            on equal terms.
+
+    Shape: ``__call__`` takes images (N, 3, H, W) float32 (any device; computed on CPU) and returns
+    heatmaps (N, K, H/4, W/4) float32 on the images' device.
+    """
+
+    def __init__(self, onnx_model: str | os.PathLike | bytes, threads: int | None = None) -> None:
+        ort = _import_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        (heatmaps,) = self.session.run(None, {self.input_name: array})
+        return torch.from_numpy(heatmaps).to(images.device)
+
+
+def onnxruntime_forward(
+    model: nn.Module, input_size: tuple[int, int] = (192, 256), threads: int | None = None
+) -> OnnxRuntimeForward:
+    """Export ``model`` to ONNX in memory and open it with onnxruntime on the CPU.
+
+    Shape: the returned callable maps (N, 3, H, W) -> (N, K, H/4, W/4) with ``input_size = (W, H)``.
+    """
+    _import_onnxruntime()  # fail before the export, with the install hint
+    return OnnxRuntimeForward(_onnx_bytes(model, input_size, opset=17), threads)
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise PosekitError(
+            "the onnxruntime backend needs the onnxruntime package: pip install onnxruntime"
+        ) from error
+    return onnxruntime
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def resolve_backend(backend: str, device: torch.device | str = "cpu", amp: bool = False, compile: bool = False) -> str:
+    """The backend ``"auto"`` stands for: onnxruntime for plain fp32 on the CPU when it is installed
+    (the fastest forward measured there), torch otherwise; other names are checked and returned."""
+    if backend not in BACKENDS:
+        raise PosekitError(f"backend {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    cpu_fp32 = torch.device(device).type == "cpu" and not amp and not compile
+    return "onnxruntime" if cpu_fp32 and _has_onnxruntime() else "torch"
+
+
+def inference_forward(
+    model: nn.Module,
+    backend: str = "auto",
+    channels_last: bool = True,
+    compile: bool = False,
+    amp: bool = False,
+    input_size: tuple[int, int] = (192, 256),
+) -> Forward:
+    """The network as a fast inference-only callable on the model's device.
+
+    ``"torch"``: BatchNorm folded (:func:`fold_batchnorm`), ``inference_mode``, optionally NHWC
+    (``channels_last``), ``torch.compile`` (with weight freezing) and autocast (``amp``: bfloat16
+    on CPU, float16 on CUDA; the output is float32 either way). ``"onnxruntime"``: see
+    :func:`onnxruntime_forward` (CPU, fp32; ``channels_last``/``compile``/``amp`` do not apply).
+    ``"auto"``: see :func:`resolve_backend`. ``model`` itself is not modified.
+
+    Shape: (N, 3, H, W) float32 -> (N, K, H/4, W/4) float32, ``input_size = (W, H)``.
+    """
+    device = next(model.parameters()).device
+    backend = resolve_backend(backend, device, amp, compile)
+    if backend == "onnxruntime":
+        if amp or compile or device.type != "cpu":
+            raise PosekitError("the onnxruntime backend runs fp32 on the CPU only: drop amp/compile or use backend torch")
+        return onnxruntime_forward(model, input_size)
+    network = fold_batchnorm(model)
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    if compile:
+        network = torch.compile(network, options={"freezing": True})
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(device.type, autocast_dtype, enabled=amp):
+            return network(images.contiguous(memory_format=layout)).float()
+
+    return forward
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None

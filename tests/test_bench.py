@@ -1,0 +1,163 @@
+"""posekit bench: the result's structure, and that what it times computes the right thing.
+
+Wall-clock times are never asserted (the machine is shared); the keypoints, FLOP counts and the
+bookkeeping between the numbers are.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from posekit.bench import (
+    BenchResult,
+    StageTimes,
+    count_flops,
+    posekit_keypoints,
+    reference_keypoints,
+    run_benchmark,
+    sample_people,
+)
+from posekit.cli import main
+from posekit.export import inference_forward
+from posekit.model import pose_resnet
+
+INPUT = (64, 96)  # (width, height): small, multiples of 32
+
+
+@pytest.fixture(scope="module")
+def result() -> BenchResult:
+    return run_benchmark(
+        batches=(5, 3), depth=18, input_size=INPUT, repeats=2, max_batch=2, memory_people=(3, 5, 8)
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return pose_resnet(depth=18).eval()
+
+
+def test_result_structure_and_bookkeeping(result):
+    assert [b.people for b in result.batches] == [5, 3]
+    assert result.backend == "onnxruntime" and result.threads == torch.get_num_threads()
+    assert "random weights" in result.notes[0]
+    for batch in result.batches:
+        assert len(batch.warm) == 2 and isinstance(batch.cold, StageTimes)
+        for stage in ("crop", "normalise", "forward", "flip_forward", "flip_back", "decode"):
+            values = [getattr(run, stage) for run in batch.warm]
+            assert min(values) <= getattr(batch.median, stage) <= max(values)
+        assert batch.median.forward > 0 and batch.median.flip_forward > 0
+        assert batch.total_min <= batch.median.total <= batch.total_max
+        assert batch.ms_per_person == pytest.approx(1000 * batch.median.total / batch.people)
+        assert batch.network_flops == result.model_flops * batch.people * 2  # flip: two forwards
+        assert batch.flops_fraction == pytest.approx(
+            batch.network_flops / (batch.median.forward + batch.median.flip_forward) / result.matmul_flops
+        )
+        assert batch.k80_seconds is None  # the seed has figures for 200 and 100 only
+        assert batch.reference_seconds > 0 and batch.speedup_vs_reference > 0
+    assert list(result.memory_peaks) == [3, 5, 8]
+    assert all(isinstance(peak, int) and peak >= 0 for peak in result.memory_peaks.values())
+
+
+def test_posekit_and_reference_pipelines_agree_in_the_benchmark(result):
+    assert all(batch.max_keypoint_difference < 1e-3 for batch in result.batches)
+    assert all(batch.differing_keypoints == 0 for batch in result.batches)
+
+
+def test_result_saves_as_json(result, tmp_path):
+    path = result.save_json(tmp_path / "bench.json")
+    data = json.loads(path.read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+    assert data["batches"][0]["median"]["forward"] == result.batches[0].median.forward
+    assert data["memory_peaks"] == {str(k): v for k, v in result.memory_peaks.items()}
+
+
+def _conv_flops_by_hand(model: nn.Module, input_size: tuple[int, int]) -> int:
+    """2 x multiply-adds of every conv and deconv, from the shapes each one sees."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] // module.groups
+        if isinstance(module, nn.ConvTranspose2d):  # every input pixel scatters a kernel per output channel
+            total += 2 * inputs[0][0].numel() * module.out_channels * kernel
+        else:  # every output pixel gathers a kernel per input channel
+            total += 2 * output[0].numel() * module.in_channels * kernel
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, input_size[1], input_size[0]))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def test_counted_flops_are_the_convolutions(model):
+    assert count_flops(model, INPUT) == _conv_flops_by_hand(model, INPUT)
+    assert count_flops(model, INPUT) > 1e8
+
+
+def test_sample_people_repeats_the_bundled_people_evenly():
+    batch = sample_people(30)
+    assert len(batch.centers) == len(batch.scales) == len(batch.image_index) == 30
+    assert np.all(np.diff(batch.image_index) >= 0)  # grouped by image
+    _, counts = np.unique(batch.centers, axis=0, return_counts=True)
+    assert len(counts) == 14 and counts.max() - counts.min() <= 1
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_posekit_pipeline_matches_the_paper_style_reference(model, flip):
+    batch = sample_people(14, aspect_ratio=INPUT[0] / INPUT[1])
+    forward = inference_forward(model, "torch", input_size=INPUT)
+    ours, times = posekit_keypoints(forward, batch, INPUT, flip=flip, max_batch=5)
+    reference = reference_keypoints(model, batch, INPUT, flip=flip, max_batch=5)
+    assert ours.shape == reference.shape == (14, 17, 3)
+    assert np.ptp(reference[..., 0]) > 50  # keypoints spread over the images, not all in one place
+    assert np.abs(ours[..., :2] - reference[..., :2]).max() < 1e-3
+    # Scores: the crops may differ by one grey level here and there (see crop_batch).
+    np.testing.assert_allclose(ours[..., 2], reference[..., 2], rtol=5e-3)
+    assert (times.flip_forward > 0) == flip
+
+
+def test_chunked_pipeline_equals_one_big_batch(model):
+    batch = sample_people(9, aspect_ratio=INPUT[0] / INPUT[1])
+    forward = inference_forward(model, "torch", channels_last=False, input_size=INPUT)
+    chunked, _ = posekit_keypoints(forward, batch, INPUT, max_batch=2)
+    whole, _ = posekit_keypoints(forward, batch, INPUT, max_batch=9)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-4)
+
+
+def test_cli_without_opencv_skips_only_the_reference(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--batches", "3", "--depth", "18", "--input", "96x64", "--repeats", "1",
+                 "--max-batch", "2", "--memory-people", "3", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "random weights" in printed and "Colab K80, another machine" in printed
+    assert "pip install opencv-python-headless" in printed
+    data = json.loads(out.read_text())
+    assert data["input_size"] == [64, 96] and data["batches"][0]["reference_seconds"] is None
+
+
+def test_cli_rejects_an_input_size_the_network_cannot_take(capsys):
+    assert main(["bench", "--batches", "2", "--depth", "18", "--input", "250x190"]) == 1
+    assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_stage_times_feed_plot_timing(result):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from posekit.viz import plot_timing
+
+    stages = result.batches[0].median.as_dict()
+    assert list(stages) == ["crop", "normalise", "forward", "flip forward", "flip back", "decode"]
+    assert sum(stages.values()) == pytest.approx(result.batches[0].median.total)
+    figure = plot_timing(stages)
+    assert len(figure.axes[0].patches) == len(stages) + 2  # this run's bars + the two K80 bars

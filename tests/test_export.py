@@ -1,0 +1,136 @@
+"""BatchNorm folding and the ONNX Runtime forward compute what the network computes."""
+from __future__ import annotations
+
+import sys
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from posekit.errors import PosekitError
+from posekit.export import OnnxRuntimeForward, export_onnx, fold_batchnorm, inference_forward, resolve_backend
+from posekit.model import pose_resnet
+
+INPUT = (64, 96)  # (width, height): small, multiples of 32
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    """A depth-18 SimpleBaseline whose BatchNorms are far from the identity, so folding matters."""
+    torch.manual_seed(0)
+    network = pose_resnet(depth=18)
+    with torch.no_grad():  # running statistics from data, as training leaves them
+        for _ in range(3):
+            network(torch.randn(4, 3, INPUT[1], INPUT[0]) * 2 + 0.5)
+    for bn in (m for m in network.modules() if isinstance(m, nn.BatchNorm2d)):
+        nn.init.uniform_(bn.weight, 0.5, 1.5)
+        nn.init.uniform_(bn.bias, -0.2, 0.2)
+    network.eval()
+    # A head of ordinary scale, so that the heatmaps are not ~1e-6 and tolerances mean something.
+    nn.init.normal_(network.final_layer.weight, std=0.1)
+    for module in network.deconv_layers.modules():
+        if isinstance(module, nn.ConvTranspose2d):
+            nn.init.normal_(module.weight, std=0.05)
+    return network
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(3, 3, INPUT[1], INPUT[0], generator=torch.Generator().manual_seed(1))
+
+
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor, relative: float = 1e-4) -> None:
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().item()
+    assert scale > 1e-2  # the comparison is not between two near-zero tensors
+    assert (actual - expected).abs().max().item() <= relative * scale
+
+
+def test_fold_batchnorm_removes_every_batchnorm_and_keeps_the_outputs(model, images):
+    with torch.no_grad():
+        expected = model(images)
+        folded = fold_batchnorm(model)
+        actual = folded(images)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    # Every conv and deconv that fed a BatchNorm now carries its bias.
+    deconvs = [m for m in folded.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(deconvs) == 3 and all(d.bias is not None for d in deconvs)
+    _assert_close(actual, expected)
+
+
+def test_fold_batchnorm_leaves_the_model_untouched(model, images):
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    fold_batchnorm(model)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+class _SharedConvOutput(nn.Module):
+    """A conv whose output feeds a BatchNorm and also a skip path: folding would change the skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+def test_fold_batchnorm_keeps_a_batchnorm_whose_conv_output_is_used_elsewhere():
+    torch.manual_seed(0)
+    module = _SharedConvOutput().eval()
+    module.bn.running_mean.uniform_(-1, 1)
+    module.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 8, 8)
+    folded = fold_batchnorm(module)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        _assert_close(folded(x), module(x))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_torch_forward_matches_the_network(model, images, channels_last):
+    forward = inference_forward(model, "torch", channels_last=channels_last, input_size=INPUT)
+    with torch.no_grad():
+        expected = model(images)
+    _assert_close(forward(images), expected)
+
+
+def test_onnx_export_runs_in_onnxruntime_like_torch_for_any_batch(model, images, tmp_path):
+    path = export_onnx(model, tmp_path / "pose.onnx", input_size=INPUT)
+    onnx.checker.check_model(str(path))
+    assert [p.name for p in tmp_path.iterdir()] == ["pose.onnx"]  # no temporary file left behind
+    forward = OnnxRuntimeForward(path)
+    with torch.no_grad():
+        for batch in (images[:1], images):  # exported with batch 1, the batch axis is dynamic
+            _assert_close(forward(batch), model(batch))
+
+
+def test_onnxruntime_backend_in_memory_matches_torch(model, images):
+    forward = inference_forward(model, "onnxruntime", input_size=INPUT)
+    with torch.no_grad():
+        _assert_close(forward(images), model(images))
+
+
+def test_missing_onnxruntime_is_one_clear_error(model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(PosekitError, match="pip install onnxruntime"):
+        inference_forward(model, "onnxruntime", input_size=INPUT)
+
+
+def test_backend_choice():
+    assert resolve_backend("auto", "cpu") == "onnxruntime"
+    assert resolve_backend("auto", "cpu", amp=True) == "torch"
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("torch", "cpu") == "torch"
+    with pytest.raises(PosekitError, match="expected one of"):
+        resolve_backend("tensorrt", "cpu")
+
+
+def test_onnxruntime_backend_refuses_torch_only_options(model):
+    with pytest.raises(PosekitError, match="fp32 on the CPU"):
+        inference_forward(model, "onnxruntime", amp=True)
