@@ -217,10 +217,12 @@ def _run_predict(args: argparse.Namespace) -> int:
     from posekit.coco import rescore
     from posekit.errors import ImageReadError
     from posekit.estimator import PoseEstimator
+    from posekit.files import atomic_write
     from posekit.images import load_image
 
     with _warnings_as_lines("predict"):
         paths, boxes, file_ids = _predict_inputs(args)
+        names = _output_stems(paths)
         detector = None if boxes is not None or args.detector == "none" else args.detector
         estimator = PoseEstimator(args.weights, detector=detector, device=args.device, flip_test=not args.no_flip)
         no_boxes = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
@@ -242,15 +244,13 @@ def _run_predict(args: argparse.Namespace) -> int:
                 {"image_id": image_id, "category_id": 1, "keypoints": np.round(k, 3).ravel().tolist(), "score": float(s)}
                 for k, s in zip(keypoints, scores)
             ]
-            _save_annotated(image, keypoints, np.array([p.box for p in persons]), args.out / f"{path.stem}_pose.jpg")
+            _save_annotated(image, keypoints, np.array([p.box for p in persons]), args.out / f"{names[index]}_pose.jpg")
             done, people = done + 1, people + len(persons)
     if done == 0:
         raise ImageReadError(f"none of the {len(paths)} images could be read (see the warnings above)")
     json_path = args.json or args.out / "results.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = json_path.with_name(json_path.name + ".part")
-    temporary.write_text(json.dumps(results), encoding="utf-8")
-    os.replace(temporary, json_path)
+    with atomic_write(json_path, "w") as file:
+        json.dump(results, file)
     seconds = time.perf_counter() - start
     skipped = f", {len(paths) - done} skipped (see warnings)" if done < len(paths) else ""
     print(
@@ -266,6 +266,7 @@ def _predict_inputs(args: argparse.Namespace) -> tuple[list[Path], dict | None, 
     import json
 
     from posekit.detect import load_detections
+    from posekit.errors import DetectionsFormatError
     from posekit.images import find_images
 
     paths = find_images(args.inputs)
@@ -274,7 +275,31 @@ def _predict_inputs(args: argparse.Namespace) -> tuple[list[Path], dict | None, 
     boxes = load_detections(args.boxes)  # validates the file, so it is JSON below
     content = json.loads(args.boxes.read_text(encoding="utf-8"))
     images = content.get("images", []) if isinstance(content, dict) else []
-    return paths, boxes, {entry["file_name"]: entry["id"] for entry in images if "file_name" in entry and "id" in entry}
+    if not isinstance(images, list) or not all(isinstance(entry, dict) for entry in images):
+        raise DetectionsFormatError(f"{args.boxes}: 'images' must be a list of {{'id': int, 'file_name': str}} entries")
+    named = [e for e in images if isinstance(e.get("file_name"), str) and isinstance(e.get("id"), int)]
+    return paths, boxes, {entry["file_name"]: entry["id"] for entry in named}
+
+
+def _output_stems(paths: list[Path]) -> list[str]:
+    """A distinct output name per input: its stem, or where stems repeat (a/img.jpg, b/img.jpg, b/img.png) its
+    path below the common folder of those files, with the suffix, as one name (a_img_jpg, b_img_jpg, b_img_png)."""
+    absolute = [Path(os.path.abspath(path)) for path in paths]
+    folders: dict[str, list[Path]] = {}
+    for path in absolute:
+        folders.setdefault(path.stem, []).append(path.parent)
+    # Where a stem repeats, the folder its files' names are taken relative to.
+    bases = {stem: os.path.commonpath(group) for stem, group in folders.items() if len(group) > 1}
+    names: list[str] = []
+    taken: set[str] = set()
+    for path in absolute:
+        name = "_".join(path.relative_to(bases[path.stem]).parts).replace(".", "_") if path.stem in bases else path.stem
+        unique, number = name, 2
+        while unique in taken:  # flattening met another input's name (a_b/x.jpg, a/b/x.jpg): number the later one
+            unique, number = f"{name}_{number}", number + 1
+        taken.add(unique)
+        names.append(unique)
+    return names
 
 
 def _image_id(path: Path, index: int, file_ids: dict[str, int]) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from posekit.crop import box_to_center_scale, crop_batch
+from posekit.errors import PosekitError
 from posekit.heatmaps import decode, flip_back
 from posekit.images import ImageSource, load_image, sanitize_boxes
 from posekit.model import pose_resnet
@@ -47,14 +48,36 @@ class Person:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first of CUDA, Apple MPS, CPU that is available; anything else as given."""
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``"auto"`` -> the first of CUDA, Apple MPS, CPU that is available; anything else as given,
+    once checked to exist here (torch's own failure comes later, deep inside, and less clearly).
+
+    Raises:
+        PosekitError: an unknown device name, or a CUDA or MPS device this torch cannot see.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise PosekitError(f"unknown device {str(device)!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if chosen.type == "cuda" and (chosen.index or 0) >= gpus:
+        build, fix = (
+            (f"built for CUDA {torch.version.cuda}", "check the GPU and its NVIDIA driver with nvidia-smi")
+            if torch.version.cuda
+            else ("a CPU-only build", "install a CUDA build of torch (pytorch.org/get-started/locally)")
+        )
+        raise PosekitError(
+            f"device {chosen} is not available: torch {torch.__version__} ({build}) sees {gpus} CUDA GPU(s) here; "
+            f"use device cpu or auto, or {fix}"
+        )
+    if chosen.type == "mps" and not _mps_available():
+        raise PosekitError("device mps is not available here (Apple silicon GPUs only); use device cpu or auto")
+    return chosen
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 class PoseEstimator:
@@ -198,13 +221,39 @@ class PoseEstimator:
         """
         if len(boxes_xywh) == 0:
             return np.zeros((0, 17, 3), np.float32)
+        centers, scales, _, heatmaps = self._crops_and_heatmaps(rgb, boxes_xywh)
+        coords, scores = decode(heatmaps, centers, scales, method=self.decode)
+        return torch.cat([coords, scores[..., None]], dim=2).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def estimate_heatmaps(
+        self, image: ImageSource, boxes_xywh: np.ndarray, channels: str = "rgb"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the network sees and says for the people in the given boxes of one image.
+
+        Bad boxes are skipped with a warning, as in :meth:`estimate`.
+
+        Shape: boxes_xywh (M, 4) -> crops (M, H, W, 3) uint8 RGB at the weights' input size, and
+        heatmaps (M, 17, H/4, W/4) float32 (averaged with the flipped crop's when flip testing).
+        """
+        rgb = load_image(image, channels)
+        boxes, _ = sanitize_boxes(boxes_xywh, (rgb.shape[1], rgb.shape[0]), _image_name(image, None))
+        width, height = self.weights.input_size
+        if len(boxes) == 0:
+            return np.zeros((0, height, width, 3), np.uint8), np.zeros((0, 17, height // 4, width // 4), np.float32)
+        _, _, crops, heatmaps = self._crops_and_heatmaps(rgb, boxes)
+        return crops.permute(0, 2, 3, 1).byte().cpu().numpy(), heatmaps.float().cpu().numpy()
+
+    def _crops_and_heatmaps(
+        self, rgb: np.ndarray, boxes_xywh: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+        """centers (N, 2), scales (N, 2), RGB crops (N, 3, H, W) 0..255 and heatmaps (N, 17, h, w)."""
         centers, scales = box_to_center_scale(boxes_xywh, aspect_ratio=self.weights.aspect_ratio)
         pixels = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)
         crops = crop_batch(pixels, centers, scales, output_size=self.weights.input_size)
         inputs = self.weights.preprocess(crops)
         heatmaps = torch.cat([self._heatmaps(chunk) for chunk in inputs.split(self.max_batch)])
-        coords, scores = decode(heatmaps, centers, scales, method=self.decode)
-        return torch.cat([coords, scores[..., None]], dim=2).float().cpu().numpy()
+        return centers, scales, crops, heatmaps
 
     def _heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
         """Network heatmaps of normalised crops, averaged with the un-flipped mirror when flip testing."""

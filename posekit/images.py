@@ -69,17 +69,22 @@ def _open_file(path: Path) -> Image.Image:
         raise ImageReadError(f"{path}: is a folder; {_EXPECTED} (posekit predict accepts folders)")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes); {_EXPECTED}")
-    try:
-        with Image.open(path) as image:
-            # load() decodes now, inside the try, so a truncated file fails here and not later.
-            image.load()
-            return image
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image file PIL can read; {_EXPECTED}") from None
-    except Image.DecompressionBombError as error:
-        raise ImageReadError(f"{path}: image too large to decode safely ({error})") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(f"{path}: truncated or corrupt image ({error}); {_EXPECTED}") from None
+    # PIL's warnings (a very large image, odd metadata) do not say which file: they are repeated below naming it.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with Image.open(path) as image:
+                # load() decodes now, inside the try, so a truncated file fails here and not later.
+                image.load()
+        except UnidentifiedImageError:
+            raise ImageReadError(f"{path}: not an image file PIL can read; {_EXPECTED}") from None
+        except Image.DecompressionBombError as error:
+            raise ImageReadError(f"{path}: image too large to decode safely ({error})") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageReadError(f"{path}: truncated or corrupt image ({error}); {_EXPECTED}") from None
+    for warning in caught:
+        warnings.warn(f"{path}: {warning.message}", warning.category, stacklevel=3)
+    return image
 
 
 def _array_to_rgb(array: np.ndarray, channels: str) -> np.ndarray:

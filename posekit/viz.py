@@ -7,7 +7,6 @@ Colours follow the body side of each joint (:func:`posekit.coco17.joint_side`): 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure
 
 from posekit.coco17 import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON, joint_side
 from posekit.errors import PosekitError
+from posekit.files import atomic_write
 
 SIDE_COLORS: Mapping[str, str] = MappingProxyType({"left": "tab:blue", "right": "tab:orange", "center": "tab:green"})
 
@@ -263,13 +263,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 100) -> Path:
     supported = fig.canvas.get_supported_filetypes()
     if fmt not in supported:
         raise PosekitError(f"cannot save a figure as {path}: expected one of the suffixes {', '.join(sorted(supported))}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            fig.savefig(temp, format=fmt, dpi=dpi)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        fig.savefig(file, format=fmt, dpi=dpi)
     return path

@@ -186,3 +186,30 @@ def test_import_posekit_is_light_and_exports_the_api():
         "assert callable(posekit.draw_skeleton) and callable(posekit.load_image)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_estimate_heatmaps_shows_what_the_keypoints_come_from(estimator):
+    image = load_image(FILES[196141])
+    boxes = gt_boxes(196141)
+    crops, heatmaps = estimator.estimate_heatmaps(image, boxes)
+    assert crops.shape == (5, 256, 192, 3) and crops.dtype == np.uint8
+    assert heatmaps.shape == (5, 17, 64, 48) and heatmaps.dtype == np.float32
+    # The crop's centre pixel (96, 128) is the image bilinearly sampled at the box centre.
+    x, y = (boxes[:, :2] + boxes[:, 2:] / 2).T
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    pixels = image.astype(np.float64)
+    expected = (
+        pixels[y0, x0] * (1 - fx) * (1 - fy) + pixels[y0, x0 + 1] * fx * (1 - fy)
+        + pixels[y0 + 1, x0] * (1 - fx) * fy + pixels[y0 + 1, x0 + 1] * fx * fy
+    )
+    np.testing.assert_allclose(crops[:, 128, 96], expected, atol=1.0)
+    # Decoding the returned heatmaps gives exactly the estimator's keypoints.
+    centers_f, scales = box_to_center_scale(boxes, aspect_ratio=192 / 256)
+    coords, scores = decode(heatmaps, centers_f, scales, method="quarter")
+    keypoints = np.stack([p.keypoints for p in estimator.estimate(image, boxes)])
+    np.testing.assert_allclose(keypoints[..., :2], coords, atol=1e-4)
+    np.testing.assert_allclose(keypoints[..., 2], scores, atol=1e-6)
+    with pytest.warns(UserWarning):
+        empty_crops, empty_maps = estimator.estimate_heatmaps(image, np.array([[0.0, 0.0, 0.0, 5.0]]))
+    assert empty_crops.shape == (0, 256, 192, 3) and empty_maps.shape == (0, 17, 64, 48)
