@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from posekit.coco17 import NUM_KEYPOINTS  # noqa: E402
-from posekit.demo import ANNOTATIONS, SAMPLE_DIR  # noqa: E402
+from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR  # noqa: E402
 from posekit.images import load_image  # noqa: E402
 from posekit.viz import draw_skeleton, save_figure  # noqa: E402
 
@@ -41,7 +41,7 @@ def faded_grey(image: np.ndarray) -> np.ndarray:
 
 def skeleton_figure() -> Figure:
     """A 2x2 grid: each bundled image (faded grey) with its annotated people's boxes and skeletons."""
-    coco = json.loads(ANNOTATIONS.read_text())
+    coco = json.loads(COCO_SAMPLE_ANNOTATIONS.read_text())
     entries = sorted(coco["images"], key=lambda entry: entry["file_name"])
     figure = Figure(figsize=(12, 8.6), layout="constrained")
     for ax, entry in zip(figure.subplots(2, 2).flat, entries):
@@ -50,7 +50,7 @@ def skeleton_figure() -> Figure:
         # COCO visibility v (0 unlabelled, 1 occluded, 2 visible) as a score: labelled joints fully opaque.
         keypoints[..., 2] = keypoints[..., 2] > 0
         boxes = np.array([a["bbox"] for a in people], dtype=np.float64).reshape(-1, 4)
-        photo = faded_grey(load_image(SAMPLE_DIR / entry["file_name"]))
+        photo = faded_grey(load_image(COCO_SAMPLE_DIR / entry["file_name"]))
         draw_skeleton(photo, keypoints, score_threshold=0.5, ax=ax, boxes=boxes)
         ax.set_title(f"{entry['file_name']}: {len(people)} annotated {'person' if len(people) == 1 else 'people'}")
     figure.suptitle(TITLE, fontsize=15)

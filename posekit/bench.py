@@ -30,6 +30,7 @@ import torch
 
 from posekit.coco17 import FLIP_PAIRS
 from posekit.crop import affine_matrix, box_to_center_scale, crop_batch
+from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
 from posekit.errors import PosekitError
 from posekit.export import Forward, inference_forward, resolve_backend
 from posekit.files import atomic_write
@@ -41,7 +42,6 @@ from posekit.weights import DEFAULT_WEIGHTS, get_weights
 # The seed's headline figure: seconds per mini-batch of person crops on a Colab K80 GPU.
 K80_SECONDS = {200: 3.856, 100: 0.611}
 K80_LABEL = "Colab K80, another machine"
-SAMPLE_DIR = Path(__file__).parent / "data" / "coco_sample"
 STAGES = ("crop", "normalise", "forward", "flip_forward", "flip_back", "decode")
 PRE_POST_STAGES = ("crop", "normalise", "flip_back", "decode")
 CV2_HINT = "the reference pipeline needs OpenCV: pip install opencv-python-headless"
@@ -183,9 +183,9 @@ def sample_people(people: int, aspect_ratio: float = 192 / 256) -> PersonBatch:
     """``people`` person boxes from the bundled COCO sample (GT boxes, repeated in turn)."""
     if people < 1:
         raise PosekitError(f"a batch must hold at least 1 person, got {people}")
-    annotations = json.loads((SAMPLE_DIR / "test_coco.json").read_text())
+    annotations = json.loads(COCO_SAMPLE_ANNOTATIONS.read_text())
     image_ids = [entry["id"] for entry in annotations["images"]]
-    images = [load_image(SAMPLE_DIR / entry["file_name"]) for entry in annotations["images"]]
+    images = [load_image(COCO_SAMPLE_DIR / entry["file_name"]) for entry in annotations["images"]]
     persons = [a for a in annotations["annotations"] if a["category_id"] == 1 and not a["iscrowd"]]
     chosen = np.resize(np.arange(len(persons)), people)
     # Sorted by image, so that each chunk crops from few images with one call each.

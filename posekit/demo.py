@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
 from posekit.detect import PersonDetector, load_detections
 from posekit.errors import DownloadError
 from posekit.estimator import Person, PoseEstimator
@@ -23,8 +24,6 @@ from posekit.images import load_image
 from posekit.viz import draw_skeleton, save_figure
 from posekit.weights import DEFAULT_WEIGHTS
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "coco_sample"
-ANNOTATIONS = SAMPLE_DIR / "test_coco.json"
 # The fast detector: about 1 s per image on 2 CPU cores, against about 9 s for the default one.
 DEMO_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
 UNTRAINED_TITLE = "UNTRAINED random weights: these keypoints are NOT a prediction"
@@ -114,10 +113,10 @@ def run_demo(
             notes.append(str(error))
     seconds["load models"] = time.perf_counter() - start
 
-    with open(ANNOTATIONS, encoding="utf-8") as file:
+    with open(COCO_SAMPLE_ANNOTATIONS, encoding="utf-8") as file:
         coco = json.load(file)
     images = sorted(coco["images"], key=lambda entry: entry["file_name"])
-    arrays = [load_image(SAMPLE_DIR / entry["file_name"]) for entry in images]
+    arrays = [load_image(COCO_SAMPLE_DIR / entry["file_name"]) for entry in images]
     if person_detector is not None:
         start = time.perf_counter()
         boxes = person_detector(arrays)
@@ -128,7 +127,7 @@ def run_demo(
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         boxes = [ground_truth.get(entry["id"], empty) for entry in images]
         reason = "no detector asked for" if detector is None else f"{detector} weights unavailable"
-        boxes_from = f"ground truth from {ANNOTATIONS.name} ({reason})"
+        boxes_from = f"ground truth from {COCO_SAMPLE_ANNOTATIONS.name} ({reason})"
 
     start = time.perf_counter()
     people = estimator(arrays, boxes)

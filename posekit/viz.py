@@ -24,9 +24,7 @@ from posekit.files import atomic_write
 
 SIDE_COLORS: Mapping[str, str] = MappingProxyType({"left": "tab:blue", "right": "tab:orange", "center": "tab:green"})
 
-# Seconds per mini-batch measured on a Colab K80 GPU: another machine, shown for comparison only.
-K80_REFERENCE: Mapping[str, float] = MappingProxyType({"batch 200": 3.856, "batch 100": 0.611})
-REFERENCE_LABEL = "K80 reference (another machine)"
+REFERENCE_LABEL = "reference (another machine)"
 
 # Joints are never fully transparent: a barely-kept joint must still be visible.
 MIN_ALPHA = 0.25
@@ -214,14 +212,14 @@ def show_crops(
 
 def plot_timing(
     timings: Mapping[str, float],
-    reference: Mapping[str, float] | None = K80_REFERENCE,
+    reference: Mapping[str, float] | None = None,
     title: str = "Time per stage",
 ) -> Figure:
     """Horizontal bar chart of measured seconds per stage, followed by the reference bars.
 
-    The reference (by default the K80 mini-batch times 3.856 s for 200 images and 0.611 s for 100)
-    was measured on another machine; its bars are hatched grey and labelled so in the legend.
-    Each bar is annotated with its value.
+    The reference (e.g. the seed's Colab K80 mini-batch times, ``posekit.bench.K80_SECONDS``) was
+    measured on another machine; its bars are hatched grey and labelled so in the legend. Each bar
+    is annotated with its value.
 
     Args:
         timings: stage name -> seconds measured on this run, in display order (top first).

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from posekit.bench import (
+    K80_SECONDS,
     BenchResult,
     StageTimes,
     count_flops,
@@ -159,5 +160,5 @@ def test_stage_times_feed_plot_timing(result):
     stages = result.batches[0].median.as_dict()
     assert list(stages) == ["crop", "normalise", "forward", "flip forward", "flip back", "decode"]
     assert sum(stages.values()) == pytest.approx(result.batches[0].median.total)
-    figure = plot_timing(stages)
+    figure = plot_timing(stages, reference={f"K80 batch {people}": s for people, s in K80_SECONDS.items()})
     assert len(figure.axes[0].patches) == len(stages) + 2  # this run's bars + the two K80 bars

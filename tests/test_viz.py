@@ -213,18 +213,18 @@ def test_crop_grid_has_one_titled_panel_per_crop_with_its_skeleton():
 
 def test_timing_chart_has_a_bar_per_stage_then_the_reference():
     timings = {"detect": 1.25, "crop": 0.05, "model": 0.5, "decode": 0.02}
-    fig = plot_timing(timings)
+    fig = plot_timing(timings, reference={"K80 batch 200": 3.856, "K80 batch 100": 0.611})
     (ax,) = fig.axes
     own, reference = ax.containers
     assert [bar.get_width() for bar in own] == [1.25, 0.05, 0.5, 0.02]
     assert [bar.get_width() for bar in reference] == [3.856, 0.611]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["detect", "crop", "model", "decode", "batch 200", "batch 100"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["detect", "crop", "model", "decode", "K80 batch 200", "K80 batch 100"]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(legend) == 2 and "another machine" in legend[1]
     values = [t.get_text() for t in ax.texts]
     assert "3.856 s" in values and "1.250 s" in values
 
-    (only,) = plot_timing({"total": 2.0}, reference=None).axes[0].containers
+    (only,) = plot_timing({"total": 2.0}).axes[0].containers
     assert len(only) == 1
     with pytest.raises(PosekitError, match="finite seconds"):
         plot_timing({"model": -1.0})

@@ -1,0 +1,11 @@
+"""Data bundled with posekit: four COCO val2017 images, their keypoint annotations and detections.
+
+The files and their licences are described in ``coco_sample/ATTRIBUTION.md``.
+"""
+from pathlib import Path
+
+COCO_SAMPLE_DIR = Path(__file__).resolve().parent / "coco_sample"
+# Ground-truth person keypoints of the 14 people in the four images (COCO format).
+COCO_SAMPLE_ANNOTATIONS = COCO_SAMPLE_DIR / "test_coco.json"
+# The paper's person detections (detector human AP 56.4) for the same images.
+COCO_SAMPLE_DETECTIONS = COCO_SAMPLE_DIR / "test_coco_det_AP_H_56.json"
