@@ -715,7 +715,8 @@ def make_synthetic_coco(
             for x, y in pose:
                 draw.ellipse([x - line_width, y - line_width, x + line_width, y + line_width], fill=(250, 250, 250))
         file_name = f"{image_id:012d}.png"
-        canvas.save(image_dir / file_name)
+        with atomic_write(image_dir / file_name) as file:
+            canvas.save(file, format="PNG")
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         annotations += [
             {

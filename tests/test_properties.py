@@ -220,7 +220,9 @@ def test_decode_of_encode_recovers_keypoints_to_half_a_heatmap_pixel(heatmap_siz
 
     Keypoints are drawn where mu is on the map, x / stride < w - 0.5: in the crop's last half
     heatmap px (right and bottom edges) encode puts the peak at mu = w, off the map (the official
-    rule), and only the map's last column shows the Gaussian's flank. In image px the heatmap px scale by scale width * 200 / heatmap width, plus float slack."""
+    rule), and only the map's last column shows the Gaussian's flank.
+
+    In image px the heatmap px scale by scale width * 200 / heatmap width, plus float slack."""
     width, height = heatmap_size
     image_size = (width * stride[0], height * stride[1])
     centers, scales = center_scale(box, image_size)

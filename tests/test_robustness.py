@@ -52,7 +52,7 @@ ANNOTATIONS = SAMPLE / "test_coco.json"
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """Random depth-18 weights in a file named like a registry entry with 64x48 input (16x fewer pixels than 256x192)."""
+    """Random depth-18 weights in a file named like a registry entry with 64x48 input (1/16 of 256x192's pixels)."""
     entry = dataclasses.replace(
         weights.get_weights(weights.DEFAULT_WEIGHTS), name="pose_resnet_18_64x48_test", depth=18, input_size=(48, 64),
         filename="pose_resnet_18_64x48_test.pth",
@@ -209,7 +209,8 @@ def test_predict_processes_the_good_images_and_names_each_bad_one_once(tmp_path,
     for name in [*bad, "notes.txt"]:
         assert sum(name in line for line in stderr.splitlines()) == 1, (name, stderr)
     assert f"{len(sizes)} images, {len(sizes)} people" in stdout and f"{len(bad)} skipped" in stdout
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"{Path(n).stem}_pose.jpg" for n in sizes] + ["results.json"])
+    drawings = [f"{Path(name).stem}_pose.jpg" for name in sizes]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*drawings, "results.json"])
     for name, size in sizes.items():
         with Image.open(out / f"{Path(name).stem}_pose.jpg") as drawn:
             assert drawn.size == size
@@ -258,7 +259,8 @@ def test_boxes_file_with_nan_inf_negative_and_outside_boxes(tmp_path, capsys, ch
     # Python's json reads NaN and Infinity, as many writers produce them.
     boxes = tmp_path / "dets.json"
     bad = ["[NaN, 10, 50, 50]", "[10, 10, Infinity, 50]", "[10, 10, -20, 50]", "[10, 10, 0, 0]", "[5000, 10, 5, 5]"]
-    entries = [f'{{"image_id": 785, "category_id": 1, "bbox": {b}, "score": 0.9}}' for b in [*bad, "[100, 50, 80, 200]"]]
+    good = "[100, 50, 80, 200]"
+    entries = [f'{{"image_id": 785, "category_id": 1, "bbox": {b}, "score": 0.9}}' for b in [*bad, good]]
     boxes.write_text("[" + ", ".join(entries) + "]")
     out = tmp_path / "out"
     code, stdout, stderr = predict(capsys, PHOTO, "--boxes", boxes, "--weights", checkpoint, "--out", out, "--no-flip")
@@ -414,7 +416,7 @@ def test_failing_results_write_keeps_the_previous_results(tmp_path, capsys, chec
 
     monkeypatch.setattr(json, "dump", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        main(["predict", str(PHOTO), "--detector", "none", "--weights", str(checkpoint), "--out", str(out), "--no-flip"])
+        main(["predict", str(PHOTO), "--detector", "none", "--weights", str(checkpoint), "--out", str(out)])
     assert (out / "results.json").read_text() == "[\"previous run\"]"
     assert sorted(p.name for p in out.iterdir()) == ["000000000785_pose.jpg", "results.json"]
 
@@ -482,7 +484,8 @@ def test_atomic_write_permissions_follow_the_umask_like_open(tmp_path, umask, ma
 
 def test_every_writer_leaves_files_readable_by_others(tmp_path, umask, capsys, checkpoint):
     umask(0o022)
-    ann_file, _ = coco.make_synthetic_coco(tmp_path / "synthetic", num_images=1, people_per_image=1, image_size=(64, 48))
+    ann_file, image_dir = coco.make_synthetic_coco(tmp_path / "syn", num_images=1, people_per_image=1,
+                                                   image_size=(64, 48))
     figure = viz.save_figure(viz.plot_timing({"model": 0.5}), tmp_path / "timing.png")
     results = coco.EvalResult(stats={}, results=[], timing={}, num_people=0, num_images=0).save_results(
         tmp_path / "results.json"
@@ -490,7 +493,8 @@ def test_every_writer_leaves_files_readable_by_others(tmp_path, umask, capsys, c
     code, _, stderr = predict(capsys, PHOTO, "--detector", "none", "--weights", checkpoint, "--out", tmp_path / "out",
                               "--no-flip")
     assert code == 0, stderr
-    written = [ann_file, figure, results, tmp_path / "out" / "results.json", tmp_path / "out" / "000000000785_pose.jpg"]
+    written = [ann_file, *image_dir.glob("*.png"), figure, results, *(tmp_path / "out").iterdir()]
+    assert len(written) == 6
     assert {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {str(p): oct(0o644) for p in written}
 
 
