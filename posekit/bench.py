@@ -32,6 +32,7 @@ from posekit.coco17 import FLIP_PAIRS
 from posekit.crop import affine_matrix, box_to_center_scale, crop_batch
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
 from posekit.errors import PosekitError
+from posekit.estimator import resolve_device
 from posekit.export import Forward, inference_forward, resolve_backend
 from posekit.files import atomic_write
 from posekit.heatmaps import decode, flip_back
@@ -139,16 +140,25 @@ class BenchResult:
 
 
 def matmul_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048) -> float:
-    """The machine's dense throughput: FLOP/s of the fastest of several ``size x size`` matmuls."""
+    """The machine's dense throughput: FLOP/s of the fastest of several ``size x size`` matmuls.
+
+    On CUDA an fp32 matmul is allowed TF32 exactly when cuDNN's convolutions are (torch's default
+    lets convolutions, not matmuls, use it), so the network is measured against the same arithmetic.
+    """
     device = torch.device(device)
     a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
     best = math.inf
-    for run in range(8):
-        start = _now(device)
-        torch.mm(a, b)
-        elapsed = _now(device) - start
-        if run >= 2:  # the first calls pay for thread start-up and kernel selection
-            best = min(best, elapsed)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        for run in range(8):
+            start = _now(device)
+            torch.mm(a, b)
+            elapsed = _now(device) - start
+            if run >= 2:  # the first calls pay for thread start-up and kernel selection
+                best = min(best, elapsed)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2 * size**3 / best
 
 
@@ -428,9 +438,7 @@ def run_benchmark(
             raise PosekitError(f"{name} {values}: expected whole numbers >= 1")
     if any(side % 32 for side in input_size):
         raise PosekitError(f"input size {input_size} (width, height): both must be multiples of 32, as in 192x256")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PosekitError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    device = resolve_device(device)
     with _torch_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the same random network every run, without touching the caller's RNG
         return _measure(batches, depth, input_size, device, flip, amp, channels_last, compile, repeats, max_batch,
@@ -596,10 +604,12 @@ def format_table(result: BenchResult) -> str:
     lines = header + [f"{label:<{label_width}}" + "".join(f"{cell:>{column_width + 2}}" for cell in cells) for label, cells in rows]
     memory = ", ".join(f"{people} people {peak / 2**20:.0f} MB" for people, peak in result.memory_peaks.items())
     lines += ["", f"peak memory in chunks of {result.max_batch} ({'CUDA allocated' if result.device != 'cpu' else 'RSS'} above start): {memory}"]
-    if any(b.differing_keypoints for b in result.batches):
+    if result.amp:
+        lines.append("note: posekit ran in reduced precision (--amp), the reference in fp32: keypoints differ by design")
+    elif any(b.differing_keypoints for b in result.batches):
         lines.append(
-            "note: with random weights many heatmap maxima are near-ties; crops that differ from OpenCV's by one grey "
-            "level in a few pixels can move such an argmax to another heatmap pixel"
+            "note: a random network can give a joint two far-apart peaks of almost equal height (seen: 0.007% "
+            "apart); crops that differ from OpenCV's by one grey level in a few pixels can swap such a pair"
         )
     lines.append(
         "reference pipeline: per-person cv2.warpAffine + ToTensor/Normalize, eager NCHW fp32 network, numpy flip "

@@ -162,3 +162,11 @@ def test_stage_times_feed_plot_timing(result):
     assert sum(stages.values()) == pytest.approx(result.batches[0].median.total)
     figure = plot_timing(stages, reference={f"K80 batch {people}": s for people, s in K80_SECONDS.items()})
     assert len(figure.axes[0].patches) == len(stages) + 2  # this run's bars + the two K80 bars
+
+
+def test_matmul_probe_restores_the_tf32_setting():
+    from posekit.bench import matmul_flops
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    assert matmul_flops("cpu", size=64) > 0
+    assert torch.backends.cuda.matmul.allow_tf32 == before

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The GPU check: CUDA tests of the geometry, then `posekit bench` on the seed's 200/100-crop
+# protocol in fp16 + channels_last and in fp32. Runs from the repo root without installing
+# posekit (PYTHONPATH); results go to $OUT (or ./bench_out).
+set -uo pipefail
+out="${OUT:-bench_out}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+python3 -m pytest -q -p no:cacheprovider tests/test_crop.py tests/test_heatmaps.py -k cuda 2>&1 | tail -3
+for mode in "fp16 --amp" "fp32 --no-amp"; do
+  set -- $mode
+  flags=$([ "$2" = "--amp" ] && echo --amp)
+  python3 -m posekit.cli bench --device cuda --batches 200 100 --depth 50 --max-batch 200 --repeats 5 \
+    --channels-last $flags --json "$out/bench_cuda_$1.json" 2>&1 | tee "$out/bench_cuda_$1.txt"
+done
