@@ -74,6 +74,9 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets a debugger warning on stderr
+    # A kernel draws its figures into the notebook only with matplotlib's inline backend, which
+    # an inherited MPLBACKEND (e.g. Agg on a CI machine) would override.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     return cache
 
 
