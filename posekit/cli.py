@@ -426,6 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A user-facing problem: one sentence, no traceback.
         print(f"posekit {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        # The system refused (disk full, permission denied): one line, as for the errors above.
+        print(f"posekit {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"posekit {args.command}: interrupted", file=sys.stderr)
         return 130
