@@ -8,7 +8,8 @@ mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-python3 -m pytest -q -p no:cacheprovider tests/test_crop.py tests/test_heatmaps.py -k cuda 2>&1 | tail -3
+python3 -m pytest -q -p no:cacheprovider tests/test_crop.py tests/test_heatmaps.py tests/test_robustness.py \
+  -k "cuda or device_this_machine_lacks" 2>&1 | tail -3
 for mode in "fp16 --amp" "fp32 --no-amp"; do
   set -- $mode
   flags=$([ "$2" = "--amp" ] && echo --amp)
