@@ -98,6 +98,10 @@ def _run_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="COCO val2017 keypoint AP with the paper's protocol (pycocotools)")
     parser.add_argument("--coco-root", type=Path, required=True,
@@ -118,7 +122,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers that read and crop images (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
+    _add_device_option(parser)
     parser.add_argument("--download", action="store_true",
                         help="first download the missing COCO parts (images ~780 MB, annotations ~240 MB)")
 
@@ -175,7 +179,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
                         help="person detector, or 'none' for the annotated boxes, which are also used when its "
                              "weights are unavailable (default: %(default)s, the fast one)")
-    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
+    _add_device_option(parser)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -202,7 +206,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2",
                         help="person detector (fasterrcnn_mobilenet_v3_large_fpn is ~8x faster on CPU), or 'none' "
                              "to take each whole image as one person (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
+    _add_device_option(parser)
     parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster, slightly less accurate")
 
 
