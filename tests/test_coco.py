@@ -589,3 +589,21 @@ def test_a_model_with_the_wrong_output_gets_a_clear_error():
     dataset = CocoPersonDataset(ANN_FILE, SAMPLE, image_size=(48, 64), max_images=1)
     with pytest.raises(PosekitError, match=r"expected heatmaps \(1, 17, h, w\)"):
         evaluate(lambda crops: torch.zeros(len(crops), 16, 16, 12), dataset, flip_test=False, progress=False)
+
+
+def test_clean_boxes_equals_the_official_per_box_rule():
+    """The official loader's loop, transcribed: clip to the image, keep if x2 >= x1 and y2 >= y1."""
+    from posekit.coco import clean_boxes
+
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(20, 200, size=(300, 2)).astype(np.float64)
+    boxes = np.concatenate([rng.uniform(-50, 250, (300, 2)), rng.uniform(-5, 120, (300, 2))], 1)
+    boxes[:5, 2:] = [[0, 0], [0.5, 3], [1, 1], [300, 1], [-2, 10]]
+    cleaned, usable = clean_boxes(boxes, sizes)
+    for (x, y, w, h), (width, height), box, keep in zip(boxes, sizes, cleaned, usable):
+        x1, y1 = max(0, x), max(0, y)
+        x2, y2 = min(width - 1, x1 + max(0, w - 1)), min(height - 1, y1 + max(0, h - 1))
+        assert keep == (x2 >= x1 and y2 >= y1)
+        if keep:
+            np.testing.assert_array_equal(box, [x1, y1, x2 - x1, y2 - y1])
+    assert 0 < usable.sum() < len(boxes)  # the random draw covers both outcomes
