@@ -603,7 +603,7 @@ def format_table(result: BenchResult) -> str:
     column_width = max(12, *(len(cell) for _, cells in rows for cell in cells))
     lines = header + [f"{label:<{label_width}}" + "".join(f"{cell:>{column_width + 2}}" for cell in cells) for label, cells in rows]
     memory = ", ".join(f"{people} people {peak / 2**20:.0f} MB" for people, peak in result.memory_peaks.items())
-    lines += ["", f"peak memory in chunks of {result.max_batch} ({'CUDA allocated' if result.device != 'cpu' else 'RSS'} above start): {memory}"]
+    lines += ["", f"peak memory in chunks of {result.max_batch} ({'CUDA allocated' if result.device.startswith('cuda') else 'RSS'} above start): {memory}"]
     if result.amp:
         lines.append("note: posekit ran in reduced precision (--amp), the reference in fp32: keypoints differ by design")
     elif any(b.differing_keypoints for b in result.batches):

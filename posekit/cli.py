@@ -29,17 +29,19 @@ def _run_info(args: argparse.Namespace) -> int:
     import torch
     import torchvision
 
+    from importlib.metadata import PackageNotFoundError, version
+
     from posekit import hub, weights
+    from posekit.estimator import resolve_device
 
     try:
-        from pycocotools import __version__ as coco_version
-    except ImportError:
-        coco_version = "installed" if _has_module("pycocotools") else "missing"
-    if torch.cuda.is_available():
-        device = f"cuda ({torch.cuda.get_device_name(0)})"
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        device = "mps"
-    else:
+        coco_version = version("pycocotools")
+    except PackageNotFoundError:
+        coco_version = "missing"
+    device = resolve_device("auto")
+    if device.type == "cuda":
+        device = f"cuda ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
         device = f"cpu ({torch.get_num_threads()} threads)"
     cached = [name for name in weights.WEIGHTS if weights.cached_weights_path(name) is not None]
     rows = [
@@ -55,12 +57,6 @@ def _run_info(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def _add_weights(sub: argparse._SubParsersAction) -> None:
@@ -307,14 +303,14 @@ def _output_stems(paths: list[Path]) -> list[str]:
 
 
 def _image_id(path: Path, index: int, file_ids: dict[str, int]) -> int:
-    """COCO image id: the number in a COCO-style file name (000000000785.jpg, COCO_val2014_000000000785.jpg),
-    else the file's entry in an annotation file, else its index among the inputs."""
+    """COCO image id: the file's entry in the --boxes annotation file, else the number in a COCO-style
+    file name (000000000785.jpg, COCO_val2014_000000000785.jpg), else its index among the inputs."""
     import re
 
+    if path.name in file_ids:
+        return file_ids[path.name]
     number = re.fullmatch(r"(?:.*_)?(\d+)", path.stem)
-    if number:
-        return int(number.group(1))
-    return file_ids.get(path.name, index)
+    return int(number.group(1)) if number else index
 
 
 def _save_annotated(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray, path: Path) -> None:

@@ -22,7 +22,7 @@ from posekit.errors import DownloadError
 from posekit.estimator import Person, PoseEstimator
 from posekit.images import load_image
 from posekit.viz import draw_skeleton, save_figure
-from posekit.weights import DEFAULT_WEIGHTS
+from posekit.weights import DEFAULT_WEIGHTS, WEIGHTS
 
 # The fast detector: about 1 s per image on 2 CPU cores, against about 9 s for the default one.
 DEMO_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
@@ -104,7 +104,8 @@ def run_demo(
         estimator = PoseEstimator(pose_weights, device=device)
     except DownloadError as error:
         notes.append(str(error))
-        estimator = PoseEstimator(None, device=device)
+        # Only registered names are downloaded: the untrained stand-in gets the same depth.
+        estimator = PoseEstimator(None, device=device, depth=WEIGHTS[str(pose_weights)].depth)
     person_detector = None
     if detector is not None:
         try:

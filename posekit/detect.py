@@ -102,17 +102,17 @@ class PersonDetector:
         checkpoint: str | os.PathLike | None = None,
     ) -> None:
         spec = _get_spec(model)
+        self.device = resolve_device(device)  # before a download that a bad device name would waste
         path = Path(checkpoint) if checkpoint is not None else detector_checkpoint_path(model)
         # weights=None / weights_backbone=None: build the bare architecture, never let torchvision download.
         network = spec.builder(weights=None, weights_backbone=None, num_classes=spec.num_classes)
         try:
             network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except (RuntimeError, OSError, EOFError, ValueError) as error:
+        except Exception as error:  # torch reports bad files with many exception types (KeyError, UnpicklingError...)
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"{path}: not a {model} checkpoint ({first_line})") from None
         self.name = model
         self.score_threshold = score_threshold
-        self.device = resolve_device(device)
         self.model = network.eval().to(self.device)
 
     @torch.inference_mode()

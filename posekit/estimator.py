@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from posekit.crop import box_to_center_scale, crop_batch
-from posekit.errors import PosekitError
+from posekit.errors import BoxError, PosekitError
 from posekit.heatmaps import decode, flip_back
 from posekit.images import ImageSource, load_image, sanitize_boxes
 from posekit.model import pose_resnet
@@ -118,6 +118,8 @@ class PoseEstimator:
         max_batch: int = 64,
         depth: int = 50,
     ) -> None:
+        if max_batch < 1:
+            raise PosekitError(f"max_batch must be at least 1 person per network call, got {max_batch}")
         self.device = resolve_device(device)
         registered = _registered_entry(pose_weights)
         # Input size and normalisation: the registered entry's, else the default weights' conventions.
@@ -164,7 +166,7 @@ class PoseEstimator:
         if boxes is not None:
             per_image = [boxes] if single else list(boxes)
             if len(per_image) != len(arrays):
-                raise ValueError(f"got boxes for {len(per_image)} images but {len(arrays)} images")
+                raise BoxError(f"got boxes for {len(per_image)} images but {len(arrays)} images")
         else:
             per_image = self.detect(arrays)
         names = [_image_name(image, None if single else index) for index, image in enumerate(batch)]
@@ -209,7 +211,7 @@ class PoseEstimator:
         boxes, keep = sanitize_boxes(boxes_xywh, (rgb.shape[1], rgb.shape[0]), name)
         scores = np.ones(len(keep), np.float32) if box_scores is None else np.asarray(box_scores, np.float32).reshape(-1)
         if len(scores) != len(keep):
-            raise ValueError(f"{name}: {len(keep)} boxes but {len(scores)} box scores")
+            raise BoxError(f"{name}: {len(keep)} boxes but {len(scores)} box scores")
         keypoints = self.keypoints(rgb, boxes)
         return [Person(box, float(score), points) for box, score, points in zip(boxes, scores[keep], keypoints)]
 

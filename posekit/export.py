@@ -86,7 +86,7 @@ def _onnx_bytes(model: nn.Module, input_size: tuple[int, int], opset: int) -> by
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model.eval(),
+            copy.deepcopy(model).eval(),  # the caller's model keeps its mode
             (example,),
             buffer,
             input_names=["images"],

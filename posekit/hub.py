@@ -153,6 +153,8 @@ def download_url(
         DownloadError: no network, HTTP error or interrupted transfer (the message says what to do).
         ChecksumError: the downloaded file has the wrong sha256 (it is deleted).
     """
+    if sha256 is not None and len(sha256) < 8:
+        raise ValueError(f"sha256 {sha256!r}: expected the hex digest or at least its first 8 digits")
     dest = Path(dest)
 
     def fetch(part: Path) -> None:

@@ -55,7 +55,7 @@ def _decode_upload(name: str, content: bytes) -> np.ndarray:
     try:
         opened = Image.open(io.BytesIO(content))
         opened.load()  # decode now, so a truncated upload fails here with its name
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(
             f"uploaded file {name!r} could not be decoded ({error}); expected a JPEG, PNG or other format Pillow reads"
         ) from None

@@ -134,3 +134,14 @@ def test_backend_choice():
 def test_onnxruntime_backend_refuses_torch_only_options(model):
     with pytest.raises(PosekitError, match="fp32 on the CPU"):
         inference_forward(model, "onnxruntime", amp=True)
+
+
+def test_onnx_export_leaves_the_callers_model_in_its_mode(model, tmp_path):
+    from posekit.export import export_onnx
+
+    model.train()
+    try:
+        export_onnx(model, tmp_path / "model.onnx", input_size=(32, 64))
+        assert model.training
+    finally:
+        model.eval()

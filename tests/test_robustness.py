@@ -552,3 +552,39 @@ def test_a_corrupt_cached_checkpoint_offline_is_deleted_and_explained_in_one_sen
     assert message.startswith(f"could not download {entry.url}") and "\n" not in message
     assert "put it at" in message and str(cached) in message
     assert not cached.exists()  # the damaged copy is never used again
+
+
+def test_predict_takes_image_ids_from_the_boxes_annotation_file_before_the_file_name(tmp_path, capsys, checkpoint):
+    """A file named frame_0007.jpg that the --boxes annotation file lists as image 785 is image 785."""
+    shutil.copy(PHOTO, tmp_path / "frame_0007.jpg")
+    annotations = json.loads(ANNOTATIONS.read_text())
+    annotations["images"] = [dict(annotations["images"][0], id=785, file_name="frame_0007.jpg")]
+    annotations["annotations"] = [a for a in annotations["annotations"] if a["image_id"] == 785]
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(annotations))
+    out = tmp_path / "out"
+    code, _, _ = predict(capsys, tmp_path / "frame_0007.jpg", "--boxes", boxes, "--weights", checkpoint, "--out", out)
+    results = json.loads((out / "results.json").read_text())
+    assert code == 0 and [r["image_id"] for r in results] == [785] * len(annotations["annotations"]) and results
+
+
+def test_max_batch_below_one_is_a_clear_error():
+    with pytest.raises(PosekitError, match="max_batch must be at least 1"):
+        PoseEstimator(None, depth=18, max_batch=0)
+
+
+def test_a_sha256_shorter_than_8_digits_is_refused(tmp_path):
+    from posekit import hub
+
+    with pytest.raises(ValueError, match="at least its first 8 digits"):
+        hub.download_url("http://127.0.0.1:1/x.pth", tmp_path / "x.pth", sha256="", progress=False)
+
+
+def test_a_detector_checkpoint_that_is_no_checkpoint_is_one_checkpoint_error(tmp_path):
+    from posekit.detect import PersonDetector
+
+    for content in (b"not a checkpoint at all", PHOTO.read_bytes()[:5000]):
+        path = tmp_path / "detector.pth"
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError, match="not a fasterrcnn_mobilenet_v3_large_fpn checkpoint"):
+            PersonDetector("fasterrcnn_mobilenet_v3_large_fpn", checkpoint=path)
