@@ -103,17 +103,17 @@ class OnnxRuntimeForward:
 
     Args:
         onnx_model: path to an ``.onnx`` file or its bytes (as written by :func:`export_onnx`).
-        threads: intra-op threads; ``None`` uses torch's current setting so both runtimes compete
-            on equal terms.
+            The session uses torch's current number of threads, so both runtimes compete on equal
+            terms (``posekit bench --threads`` sets it for both).
 
     Shape: ``__call__`` takes images (N, 3, H, W) float32 (any device; computed on CPU) and returns
     heatmaps (N, K, H/4, W/4) float32 on the images' device.
     """
 
-    def __init__(self, onnx_model: str | os.PathLike | bytes, threads: int | None = None) -> None:
+    def __init__(self, onnx_model: str | os.PathLike | bytes) -> None:
         ort = _import_onnxruntime()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -124,15 +124,13 @@ class OnnxRuntimeForward:
         return torch.from_numpy(heatmaps).to(images.device)
 
 
-def onnxruntime_forward(
-    model: nn.Module, input_size: tuple[int, int] = (192, 256), threads: int | None = None
-) -> OnnxRuntimeForward:
+def onnxruntime_forward(model: nn.Module, input_size: tuple[int, int] = (192, 256)) -> OnnxRuntimeForward:
     """Export ``model`` to ONNX in memory and open it with onnxruntime on the CPU.
 
     Shape: the returned callable maps (N, 3, H, W) -> (N, K, H/4, W/4) with ``input_size = (W, H)``.
     """
     _import_onnxruntime()  # fail before the export, with the install hint
-    return OnnxRuntimeForward(_onnx_bytes(model, input_size, opset=17), threads)
+    return OnnxRuntimeForward(_onnx_bytes(model, input_size, opset=17))
 
 
 def _import_onnxruntime():
