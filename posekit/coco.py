@@ -45,7 +45,7 @@ from posekit.errors import (
     DownloadError,
     PosekitError,
 )
-from posekit.files import atomic_write
+from posekit.files import atomic_write, read_json
 from posekit.heatmaps import decode as decode_heatmaps
 from posekit.heatmaps import flip_back
 from posekit.images import load_image
@@ -147,17 +147,6 @@ _IMAGE_FIELDS = ("id", "file_name", "width", "height")
 _ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox", "keypoints", "num_keypoints", "iscrowd", "area")
 
 
-def _read_json(path: Path, error: type[PosekitError], expected: str) -> object:
-    """Parse a JSON file, turning every failure into ``error`` naming the file."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except FileNotFoundError:
-        raise error(f"{path}: no such file; expected {expected}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as reason:
-        raise error(f"{path}: not readable JSON ({reason}); expected {expected}") from None
-
-
 def _check_fields(records: object, fields: Sequence[str], where: str, error: type[PosekitError]) -> None:
     """Raise ``error`` naming the first record of ``records`` that is not a dict with ``fields``."""
     if not isinstance(records, list):
@@ -191,7 +180,7 @@ def load_keypoint_annotations(ann_file: str | os.PathLike) -> dict:
         AnnotationError: missing file, bad JSON, or a missing/malformed field, naming it.
     """
     path = Path(ann_file)
-    dataset = _read_json(path, AnnotationError, "a COCO person_keypoints_*.json annotation file")
+    dataset = read_json(path, AnnotationError, "a COCO person_keypoints_*.json annotation file")
     if not isinstance(dataset, dict) or "images" not in dataset or "annotations" not in dataset:
         raise AnnotationError(f"{path}: expected a COCO annotation object with 'images' and 'annotations' lists")
     _check_fields(dataset["images"], _IMAGE_FIELDS, f"{path}: images", AnnotationError)

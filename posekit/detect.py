@@ -7,7 +7,6 @@ by :func:`load_detections` (the paper's evaluation used such a file).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from torchvision.models import WeightsEnum, detection
 from posekit import hub
 from posekit.errors import CheckpointError, DetectionsFormatError
 from posekit.estimator import resolve_device
+from posekit.files import read_json
 
 # COCO category id of "person", in both the detection results files and torchvision's labels.
 PERSON = 1
@@ -140,7 +140,7 @@ class PersonDetector:
 
 
 _SCHEMA = (
-    "expected a JSON list of {'image_id': int, 'category_id': 1, 'bbox': [x, y, w, h], 'score': number}, "
+    "a JSON list of {'image_id': int, 'category_id': 1, 'bbox': [x, y, w, h], 'score': number}, "
     "or a COCO annotation file"
 )
 
@@ -162,11 +162,11 @@ def load_detections(source: str | os.PathLike | list[dict] | dict) -> dict[int, 
             schema; the message names the file and the first bad entry.
     """
     name = f"detections {type(source).__name__}" if isinstance(source, (list, dict)) else str(source)
-    entries = source if isinstance(source, (list, dict)) else _read_json(Path(source))
+    entries = source if isinstance(source, (list, dict)) else read_json(source, DetectionsFormatError, _SCHEMA)
     if isinstance(entries, dict) and "annotations" in entries:
         entries = entries["annotations"]
     if not isinstance(entries, list):
-        raise DetectionsFormatError(f"{name}: top level is a {type(entries).__name__}; {_SCHEMA}")
+        raise DetectionsFormatError(f"{name}: top level is a {type(entries).__name__}; expected {_SCHEMA}")
     image_ids, boxes, scores = [], [], []
     for index, entry in enumerate(entries):
         image_id, box, score = _parse_entry(entry, f"{name}: entry #{index} {_short(entry)}")
@@ -180,27 +180,17 @@ def load_detections(source: str | os.PathLike | list[dict] | dict) -> dict[int, 
     return {int(i): (boxes[image_ids == i], scores[image_ids == i]) for i in dict.fromkeys(image_ids.tolist())}
 
 
-def _read_json(path: Path) -> object:
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except FileNotFoundError:
-        raise DetectionsFormatError(f"{path}: no such detections file; {_SCHEMA}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DetectionsFormatError(f"{path}: not valid JSON ({error}); {_SCHEMA}") from None
-
-
 def _parse_entry(entry: object, where: str) -> tuple[int | None, list[float], float]:
     """(image_id, bbox, score) of one detection, image_id None for a non-person entry."""
     if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
-        raise DetectionsFormatError(f"{where}: needs 'image_id' and 'bbox'; {_SCHEMA}")
+        raise DetectionsFormatError(f"{where}: needs 'image_id' and 'bbox'; expected {_SCHEMA}")
     image_id, box, score = entry["image_id"], entry["bbox"], entry.get("score", 1.0)
     if not _is_number(image_id) or int(image_id) != image_id:
-        raise DetectionsFormatError(f"{where}: 'image_id' must be an integer; {_SCHEMA}")
+        raise DetectionsFormatError(f"{where}: 'image_id' must be an integer; expected {_SCHEMA}")
     if not isinstance(box, list) or len(box) != 4 or not all(map(_is_number, box)):
-        raise DetectionsFormatError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h]; {_SCHEMA}")
+        raise DetectionsFormatError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h]; expected {_SCHEMA}")
     if not _is_number(score):
-        raise DetectionsFormatError(f"{where}: 'score' must be a number; {_SCHEMA}")
+        raise DetectionsFormatError(f"{where}: 'score' must be a number; expected {_SCHEMA}")
     if entry.get("category_id", PERSON) != PERSON:
         return None, box, score
     return int(image_id), box, float(score)

@@ -1,4 +1,4 @@
-"""Output files are written whole or not at all.
+"""Files in and out: JSON inputs read with errors that name the file; outputs written whole or not at all.
 
 Every file posekit writes (results JSON, figures, benchmark reports, ONNX graphs) goes through
 :func:`atomic_write`, so a crash, a full disk or Ctrl-C never leaves half a file where a reader,
@@ -7,12 +7,26 @@ or the next run, would take it for a complete one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
 from posekit.errors import PosekitError
+
+
+def read_json(path: str | os.PathLike, error: type[PosekitError], expected: str) -> object:
+    """Parse a JSON file, turning every failure (missing, a folder, unreadable, not JSON) into
+    ``error`` naming the file and ending with ``expected``, what the file should have been."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file; expected {expected}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as reason:
+        raise error(f"{path}: not readable JSON ({reason}); expected {expected}") from None
 
 
 @contextlib.contextmanager

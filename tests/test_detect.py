@@ -140,7 +140,7 @@ def test_load_detections_reads_annotation_boxes_and_skips_other_categories():
         ('[{"image_id": 1, "bbox": "1 2 3 4"}]', "4 numbers"),
         ('[{"image_id": 1.5, "bbox": [1, 2, 3, 4]}]', "integer"),
         ('[{"image_id": 1, "bbox": [1, 2, 3, 4], "score": "high"}]', "'score' must be a number"),
-        ("[{]", "not valid JSON"),
+        ("[{]", "not readable JSON"),
     ],
 )
 def test_load_detections_names_the_file_and_bad_entry(tmp_path, content, expected):
@@ -151,6 +151,9 @@ def test_load_detections_names_the_file_and_bad_entry(tmp_path, content, expecte
     assert str(path) in str(error.value)
 
 
-def test_load_detections_missing_file(tmp_path):
-    with pytest.raises(DetectionsFormatError, match="no such detections file"):
+def test_load_detections_missing_file_or_a_folder(tmp_path):
+    with pytest.raises(DetectionsFormatError, match="nope.json: no such file; expected a JSON list"):
         load_detections(tmp_path / "nope.json")
+    # A folder (IsADirectoryError) is a user mistake too, not a bare OSError.
+    with pytest.raises(DetectionsFormatError, match=f"{tmp_path}: not readable JSON"):
+        load_detections(tmp_path)

@@ -275,7 +275,7 @@ def test_boxes_file_with_nan_inf_negative_and_outside_boxes(tmp_path, capsys, ch
 @pytest.mark.parametrize(
     "content, named",
     [
-        ("[{\"image_id\": 785, \"bbox\": [1, 2, 3", "not valid JSON"),
+        ("[{\"image_id\": 785, \"bbox\": [1, 2, 3", "not readable JSON"),
         ("{\"detections\": []}", "top level is a dict"),
         ("[{\"image_id\": 785, \"bbox\": [1, 2, 3]}]", "entry #0"),
         ("[{\"image_id\": \"785\", \"bbox\": [1, 2, 3, 4]}]", "'image_id' must be an integer"),
