@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -207,78 +209,201 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    import json
     import time
     import warnings
 
     import numpy as np
     from tqdm.auto import tqdm
 
-    from posekit.coco import rescore
-    from posekit.errors import ImageReadError
+    from posekit.errors import ImageReadError, OutputError
     from posekit.estimator import PoseEstimator
-    from posekit.files import atomic_write
+    from posekit.files import write_json
     from posekit.images import load_image
 
+    start = time.perf_counter()  # the summary counts reading the inputs and loading the networks too
     with _warnings_as_lines("predict"):
-        paths, boxes, file_ids = _predict_inputs(args)
-        names = _output_stems(paths)
+        paths, boxes, image_ids, drawings, json_path = _plan_predict(args)
         detector = None if boxes is not None or args.detector == "none" else args.detector
         estimator = PoseEstimator(args.weights, detector=detector, device=args.device, flip_test=not args.no_flip)
         no_boxes = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         results: list[dict] = []
         done = people = 0
-        start = time.perf_counter()
-        for index, path in enumerate(tqdm(paths, desc="posekit predict", unit="image")):
-            try:
-                image = load_image(path)
-            except ImageReadError as error:
-                warnings.warn(f"{error}; skipped")
-                continue
-            image_id = _image_id(path, index, file_ids)
-            found = boxes.get(image_id, no_boxes) if boxes is not None else estimator.detect([image])[0]
-            persons = estimator.estimate(image, *found, name=str(path))
-            keypoints = np.array([p.keypoints for p in persons], np.float64).reshape(-1, 17, 3)
-            scores = rescore(keypoints, [p.box_score for p in persons])
-            results += [
-                {"image_id": image_id, "category_id": 1, "keypoints": np.round(k, 3).ravel().tolist(), "score": float(s)}
-                for k, s in zip(keypoints, scores)
-            ]
-            _save_annotated(image, keypoints, np.array([p.box for p in persons]), args.out / f"{names[index]}_pose.jpg")
-            done, people = done + 1, people + len(persons)
+        ready = time.perf_counter()
+        try:
+            for path, image_id, drawing in zip(tqdm(paths, desc="posekit predict", unit="image"), image_ids, drawings):
+                try:
+                    image = load_image(path)
+                except ImageReadError as error:
+                    warnings.warn(f"{error}; skipped")
+                    continue
+                found = boxes.get(image_id, no_boxes) if boxes is not None else estimator.detect([image])[0]
+                persons = estimator.estimate(image, *found, name=str(path))
+                keypoints = np.array([p.keypoints for p in persons], np.float64).reshape(-1, 17, 3)
+                image_results = _coco_results(path, image_id, keypoints, [p.box_score for p in persons])
+                try:
+                    _save_annotated(image, keypoints, np.array([p.box for p in persons]), drawing)
+                except (OutputError, ValueError) as error:
+                    if isinstance(error, OutputError) and error.errno not in _ONE_FILE_ERRNOS:
+                        raise  # disk full, read-only, no folder: every other image would fail the same way
+                    warnings.warn(f"{path}: annotated image not written ({error}); its keypoints are in {json_path}")
+                results += image_results  # only now: an interrupted image is in neither the drawings nor the results
+                done, people = done + 1, people + len(persons)
+        except KeyboardInterrupt:
+            # Replace an earlier run's results rather than leave them beside this run's drawings.
+            if done:
+                write_json(json_path, results)
+                tqdm.write(f"posekit predict: {json_path} holds the results of the {done} images done", file=sys.stderr)
+            raise
     if done == 0:
         raise ImageReadError(f"none of the {len(paths)} images could be read (see the warnings above)")
-    json_path = args.json or args.out / "results.json"
-    with atomic_write(json_path, "w") as file:
-        json.dump(results, file)
-    seconds = time.perf_counter() - start
+    write_json(json_path, results)
+    end = time.perf_counter()
     skipped = f", {len(paths) - done} skipped (see warnings)" if done < len(paths) else ""
     print(
-        f"posekit predict: {done} images, {people} people in {seconds:.1f} s ({seconds / done:.2f} s per image, "
-        f"{estimator.weights_source}, device {estimator.device}){skipped}; annotated images in {args.out}, "
-        f"results in {json_path}"
+        f"posekit predict: {done} images, {people} people in {end - start:.1f} s ({ready - start:.1f} s reading the "
+        f"inputs and loading the networks, then {(end - ready) / done:.2f} s per image; {estimator.weights_source}, "
+        f"device {estimator.device}){skipped}; annotated images in {args.out}, results in {json_path}"
     )
     return 0
 
 
-def _predict_inputs(args: argparse.Namespace) -> tuple[list[Path], dict | None, dict[str, int]]:
-    """(image paths, boxes by image id or None, image ids by file name from a COCO annotation --boxes file)."""
-    import json
+# Output errors that concern one file name only (too long, a folder or a device in the way): that image's
+# drawing is skipped with a warning and the run goes on. Others (disk full, read-only) end the run.
+_ONE_FILE_ERRNOS = {errno.ENAMETOOLONG, errno.EFBIG, errno.EISDIR, errno.EINVAL}
 
-    from posekit.detect import load_detections
-    from posekit.errors import DetectionsFormatError
+
+def _plan_predict(args: argparse.Namespace) -> tuple[list[Path], dict | None, list[int], list[Path], Path]:
+    """Everything ``predict`` settles before loading a network: the images, the --boxes, an image id and a
+    drawing path per image, and the results file; no output may be one of the inputs."""
+    from posekit.detect import read_boxes_file
+    from posekit.files import file_key
     from posekit.images import find_images
 
-    paths = find_images(args.inputs)
-    if args.boxes is None:
-        return paths, None, {}
-    boxes = load_detections(args.boxes)  # validates the file, so it is JSON below
-    content = json.loads(args.boxes.read_text(encoding="utf-8"))
-    images = content.get("images", []) if isinstance(content, dict) else []
-    if not isinstance(images, list) or not all(isinstance(entry, dict) for entry in images):
-        raise DetectionsFormatError(f"{args.boxes}: 'images' must be a list of {{'id': int, 'file_name': str}} entries")
-    named = [e for e in images if isinstance(e.get("file_name"), str) and isinstance(e.get("id"), int)]
-    return paths, boxes, {entry["file_name"]: entry["id"] for entry in named}
+    paths = _without_earlier_drawings(find_images(args.inputs), args)
+    boxes, file_ids = read_boxes_file(args.boxes) if args.boxes is not None else (None, {})
+    image_ids = _image_ids(paths, file_ids, boxes is not None)
+    inputs = {file_key(path): path for path in [*paths, args.boxes, Path(args.weights)] if path is not None}
+    inputs.pop(None, None)  # --weights given by name
+    drawings = _drawing_paths(paths, args.out, inputs)
+    json_path = args.json or args.out / "results.json"
+    if file_key(json_path) in inputs:
+        raise PosekitError(f"--json {json_path} is the input {inputs[file_key(json_path)]}; expected a new file name")
+    if os.path.realpath(json_path) in {os.path.realpath(drawing) for drawing in drawings}:
+        raise PosekitError(f"--json {json_path} is where an annotated image goes; expected another file name")
+    return paths, boxes, image_ids, drawings, json_path
+
+
+def _without_earlier_drawings(paths: list[Path], args: argparse.Namespace) -> list[Path]:
+    """Drop the NAME_pose.jpg drawings of an earlier run that a folder or glob input found in the --out
+    folder; files named one by one on the command line stay inputs."""
+    import warnings
+
+    from posekit.files import file_key
+
+    out, named = file_key(args.out), {file_key(item) for item in args.inputs}
+    earlier = {p for p in paths if p.name.endswith("_pose.jpg") and file_key(p.parent) == out and file_key(p) not in named}
+    if earlier:
+        warnings.warn(
+            f"{args.out}: skipped {len(earlier)} drawing(s) of an earlier run (*_pose.jpg) in the output folder; "
+            "name such a file on its own to use it as an input"
+        )
+    return [path for path in paths if path not in earlier]
+
+
+def _image_ids(paths: list[Path], file_ids: dict[str, int], boxes_given: bool) -> list[int]:
+    """A distinct COCO image id per path: its entry in the --boxes annotation file's image list, else the
+    number of a COCO-style file name (000000000785.jpg, COCO_val2014_000000000785.jpg), else its position
+    among the inputs (0-based). Numbering by position, and renumbering an id an earlier input already has
+    (after the largest id), are announced in a warning.
+
+    Raises:
+        DetectionsFormatError: with --boxes, two images would share an id, so the file's boxes for that id
+            could belong to either.
+    """
+    import re
+    import warnings
+
+    from posekit.errors import DetectionsFormatError
+
+    named = []
+    for path in paths:
+        number = re.fullmatch(r"(?:.*_)?(\d+)", path.stem)
+        named.append(file_ids.get(path.name, int(number.group(1)) if number else None))
+    # An id belongs to the first input named with it; positions come second.
+    owners: dict[int, Path] = {}
+    for path, number in zip(paths, named):
+        if number is not None:
+            owners.setdefault(number, path)
+    ids, by_position, renumbered = [], 0, []
+    next_free = max([n for n in named if n is not None] + [len(paths) - 1]) + 1
+    for index, (path, number) in enumerate(zip(paths, named)):
+        wanted = index if number is None else number
+        owner = owners.setdefault(wanted, path)
+        if owner is not path:
+            if boxes_given:
+                raise DetectionsFormatError(
+                    f"{owner} and {path} both get image id {wanted}, so the boxes that --boxes gives for that id "
+                    "could belong to either; expected inputs with distinct ids (rename or leave out one)"
+                )
+            wanted, next_free = next_free, next_free + 1
+            owners[wanted] = path
+            renumbered.append(f"{path.name}={wanted}")
+        elif number is None:
+            by_position += 1
+        ids.append(wanted)
+    if by_position:
+        warnings.warn(
+            f"{by_position} image(s) have no image id in their file name or the --boxes image list: each is numbered "
+            "by its position among the inputs (0 for the first, folders sorted by name), as results.json shows"
+        )
+    if renumbered:
+        warnings.warn(
+            f"{len(renumbered)} image(s) have the image id of an earlier input: numbered after the largest id "
+            f"instead: {_few(renumbered)}"
+        )
+    return ids
+
+
+def _few(items: list[str], shown: int = 5) -> str:
+    """The first ``shown`` items, comma-separated, and how many more there are."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _drawing_paths(paths: list[Path], out: Path, inputs: dict) -> list[Path]:
+    """OUT/NAME_pose.jpg per path (NAME from :func:`_output_stems`), NAME_2_pose.jpg ... where that file is
+    itself an input, so that no input is ever overwritten."""
+    import warnings
+
+    from posekit.files import file_key
+
+    drawings: list[Path] = []
+    for path, name in zip(paths, _output_stems(paths)):
+        drawing, number = out / f"{name}_pose.jpg", 2
+        while file_key(drawing) in inputs or drawing in drawings:
+            drawing, number = out / f"{name}_{number}_pose.jpg", number + 1
+        if number > 2:
+            warnings.warn(f"{out / f'{name}_pose.jpg'} is an input: the drawing of {path} goes to {drawing}")
+        drawings.append(drawing)
+    return drawings
+
+
+def _coco_results(path: Path, image_id: int, keypoints: np.ndarray, box_scores: list[float]) -> list[dict]:
+    """COCO keypoint results of one image's people, keypoints (N, 17, 3); people with a NaN or infinite
+    keypoint or score (a broken checkpoint, a NaN score in --boxes) are left out, with a warning."""
+    import warnings
+
+    import numpy as np
+
+    from posekit.coco import rescore
+
+    scores = rescore(keypoints, box_scores)
+    finite = np.isfinite(keypoints).all(axis=(1, 2)) & np.isfinite(scores)
+    if not finite.all():
+        warnings.warn(f"{path}: left {int((~finite).sum())} person(s) with NaN or infinite keypoints or score out of the results")
+    return [
+        {"image_id": image_id, "category_id": 1, "keypoints": np.round(k, 3).ravel().tolist(), "score": float(s)}
+        for k, s in zip(keypoints[finite], scores[finite])
+    ]
 
 
 def _output_stems(paths: list[Path]) -> list[str]:
@@ -300,17 +425,6 @@ def _output_stems(paths: list[Path]) -> list[str]:
         taken.add(unique)
         names.append(unique)
     return names
-
-
-def _image_id(path: Path, index: int, file_ids: dict[str, int]) -> int:
-    """COCO image id: the file's entry in the --boxes annotation file, else the number in a COCO-style
-    file name (000000000785.jpg, COCO_val2014_000000000785.jpg), else its index among the inputs."""
-    import re
-
-    if path.name in file_ids:
-        return file_ids[path.name]
-    number = re.fullmatch(r"(?:.*_)?(\d+)", path.stem)
-    return int(number.group(1)) if number else index
 
 
 def _save_annotated(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray, path: Path) -> None:
@@ -421,18 +535,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _, run = _COMMANDS[args.command]
     try:
-        return run(args)
-    except PosekitError as error:
-        # A user-facing problem: one sentence, no traceback.
-        print(f"posekit {args.command}: error: {error}", file=sys.stderr)
+        with _signals_unwind():
+            return run(args)
+    except (PosekitError, OSError) as error:
+        # A user-facing problem, or the system refused (disk full, permission denied): one line, no traceback.
+        print(f"posekit {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
-    except OSError as error:
-        # The system refused (disk full, permission denied): one line, as for the errors above.
-        print(f"posekit {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"posekit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        # Every atomic_write on the way out has removed its temporary file: no partial output is left.
+        signum = getattr(error, "signum", signal.SIGINT)
+        print(f"posekit {args.command}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds the run like Ctrl-C, so every open output is cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` for the duration of a command (main thread only)."""
+    from posekit.files import remove_pending
+
+    def handler(signum: int, frame: object) -> None:
+        remove_pending()  # right away, in case code on the way out swallows the exception
+        raise Terminated(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line. An error raised in a DataLoader worker arrives with the worker's
+    traceback in its message; its last line holds the original message."""
+    import re
+
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(error).__name__
+    return re.sub(r"^[\w.]+: ", "", lines[-1].strip())
 
 
 if __name__ == "__main__":

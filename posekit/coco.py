@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from posekit import hub
+from posekit import hub, validate
 from posekit.coco17 import FLIP_PAIRS, KEYPOINT_NAMES, NUM_KEYPOINTS, OKS_SIGMAS, SKELETON
 from posekit.crop import PIXEL_STD, box_to_center_scale, crop_batch
 from posekit.detect import load_detections
@@ -43,9 +43,10 @@ from posekit.errors import (
     AnnotationError,
     DetectionsFormatError,
     DownloadError,
+    ImageReadError,
     PosekitError,
 )
-from posekit.files import atomic_write, read_json
+from posekit.files import atomic_write, read_json, write_json
 from posekit.heatmaps import decode as decode_heatmaps
 from posekit.heatmaps import flip_back
 from posekit.images import load_image
@@ -143,32 +144,13 @@ def rescore(keypoints: np.ndarray, box_scores: np.ndarray, threshold: float = VI
 # Annotations and detections
 # --------------------------------------------------------------------------------------------
 
-_IMAGE_FIELDS = ("id", "file_name", "width", "height")
-_ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox", "keypoints", "num_keypoints", "iscrowd", "area")
-
-
-def _check_fields(records: object, fields: Sequence[str], where: str, error: type[PosekitError]) -> None:
-    """Raise ``error`` naming the first record of ``records`` that is not a dict with ``fields``."""
-    if not isinstance(records, list):
-        raise error(f"{where}: expected a list of objects, got {type(records).__name__}")
-    for index, record in enumerate(records):
-        missing = [name for name in fields if name not in record] if isinstance(record, dict) else list(fields)
-        if missing:
-            raise error(
-                f"{where}[{index}]: missing field(s) {', '.join(missing)}; each entry needs {', '.join(fields)}"
-            )
-
-
-def _numeric_rows(rows: list, width: int, where: str, error: type[PosekitError]) -> np.ndarray:
-    """Stack equal-length number lists into a float64 (N, width) array or raise ``error``."""
-    try:
-        array = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
-    except (TypeError, ValueError):
-        raise error(f"{where}: expected {width} numbers per entry") from None
-    finite = np.isfinite(array).all(1)
-    if not finite.all():
-        raise error(f"{where}: entry {int(np.flatnonzero(~finite)[0])} holds NaN or infinity")
-    return array
+_IMAGE_FIELDS = {"id": validate.INTEGER, "file_name": validate.TEXT, "width": validate.POSITIVE,
+                 "height": validate.POSITIVE}
+_ANNOTATION_FIELDS = {
+    "id": validate.INTEGER, "image_id": validate.INTEGER, "category_id": validate.INTEGER,
+    "bbox": validate.numbers(4, " [x, y, w, h]"), "keypoints": validate.numbers(3 * NUM_KEYPOINTS, " (x, y, v per joint)"),
+    "num_keypoints": validate.INTEGER, "iscrowd": validate.FLAG, "area": validate.NUMBER,
+}
 
 
 def load_keypoint_annotations(ann_file: str | os.PathLike) -> dict:
@@ -177,19 +159,14 @@ def load_keypoint_annotations(ann_file: str | os.PathLike) -> dict:
     Returns the parsed JSON (``images``, ``annotations``, ``categories``).
 
     Raises:
-        AnnotationError: missing file, bad JSON, or a missing/malformed field, naming it.
+        AnnotationError: missing file, bad JSON, or a missing or wrongly typed field, naming it.
     """
     path = Path(ann_file)
     dataset = read_json(path, AnnotationError, "a COCO person_keypoints_*.json annotation file")
     if not isinstance(dataset, dict) or "images" not in dataset or "annotations" not in dataset:
         raise AnnotationError(f"{path}: expected a COCO annotation object with 'images' and 'annotations' lists")
-    _check_fields(dataset["images"], _IMAGE_FIELDS, f"{path}: images", AnnotationError)
-    _check_fields(dataset["annotations"], _ANNOTATION_FIELDS, f"{path}: annotations", AnnotationError)
-    annotations = dataset["annotations"]
-    _numeric_rows([a["bbox"] for a in annotations], 4, f"{path}: annotations bbox", AnnotationError)
-    _numeric_rows(
-        [a["keypoints"] for a in annotations], 3 * NUM_KEYPOINTS, f"{path}: annotations keypoints", AnnotationError
-    )
+    validate.check_records(dataset["images"], _IMAGE_FIELDS, f"{path}: images", AnnotationError)
+    validate.check_records(dataset["annotations"], _ANNOTATION_FIELDS, f"{path}: annotations", AnnotationError)
     dataset.setdefault("categories", [{"id": PERSON_CATEGORY_ID, "name": "person"}])
     return dataset
 
@@ -328,6 +305,14 @@ class CocoPersonDataset(torch.utils.data.Dataset):
         sized = np.concatenate([self.boxes[:, :2], np.maximum(self.boxes[:, 2:], 1e-6)], 1)
         self.centers, self.scales = box_to_center_scale(sized, aspect_ratio=width / height)
         self._files = {image["id"]: self.image_dir / image["file_name"] for image in annotations["images"]}
+        # Checked here, in one line, rather than by a DataLoader worker's traceback halfway through.
+        missing = [self._files[i].name for i in np.unique(self.person_image_ids).tolist() if not self._files[i].is_file()]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise ImageReadError(
+                f"{self.image_dir}: {len(missing)} image(s) that {self.ann_file} lists are missing ({shown}); "
+                "expected the images of that annotation file in that folder"
+            )
         self._last_image: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -390,9 +375,7 @@ class EvalResult:
 
     def save_results(self, path: str | os.PathLike) -> Path:
         """Write :attr:`results` as a COCO results JSON, atomically (temp file then rename)."""
-        with atomic_write(path, "w") as file:
-            json.dump(self.results, file)
-        return Path(path)
+        return write_json(path, self.results)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -143,61 +143,106 @@ _SCHEMA = (
     "a JSON list of {'image_id': int, 'category_id': 1, 'bbox': [x, y, w, h], 'score': number}, "
     "or a COCO annotation file"
 )
+# Image ids must fit numpy's int64 (COCO's are below 10^12).
+_MAX_ID = 2**63 - 1
+
+Detections = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
-def load_detections(source: str | os.PathLike | list[dict] | dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def load_detections(source: str | os.PathLike | list[dict] | dict) -> Detections:
     """Read person boxes grouped by image: COCO detection results, or a COCO annotation file's boxes.
 
     ``source`` is a JSON file or its already-loaded content: a list of detections, or a dict
     with an ``annotations`` list (ground-truth boxes). Entries of other categories than person
     (``category_id`` 1) are ignored, as in the paper's evaluation; a missing ``score`` counts as 1.
+    Reading takes time linear in the number of entries.
 
     Returns:
         image_id -> (boxes, scores): COCO boxes x, y, w, h, shape (M, 4) float64 (the JSON
         values exactly, so centers and scales round as in the paper's code), and scores,
-        shape (M,) float64, in file order.
+        shape (M,) float64, in file order; images in the order they first appear.
 
     Raises:
         DetectionsFormatError: the file is missing or not JSON, or an entry does not follow the
-            schema; the message names the file and the first bad entry.
+            schema (an id that is not an integer of int64 range, a bbox that is not 4 numbers);
+            the message names the file and the first bad entry.
     """
-    name = f"detections {type(source).__name__}" if isinstance(source, (list, dict)) else str(source)
-    entries = source if isinstance(source, (list, dict)) else read_json(source, DetectionsFormatError, _SCHEMA)
+    if isinstance(source, (list, dict)):
+        return _group_detections(source, f"detections {type(source).__name__}")
+    return _group_detections(read_json(source, DetectionsFormatError, _SCHEMA), str(source))
+
+
+def read_boxes_file(path: str | os.PathLike) -> tuple[Detections, dict[str, int]]:
+    """The person boxes of a ``--boxes`` file (see :func:`load_detections`) and, for a COCO
+    annotation file, its image ids by file name. The file is read once, so a pipe works.
+
+    Raises:
+        DetectionsFormatError: as :func:`load_detections`, or an ``images`` list that is not
+            ``{'id': int, 'file_name': str}`` entries.
+    """
+    content = read_json(path, DetectionsFormatError, _SCHEMA)
+    boxes = _group_detections(content, str(path))
+    images = content.get("images", []) if isinstance(content, dict) else []
+    if not isinstance(images, list) or not all(isinstance(entry, dict) for entry in images):
+        raise DetectionsFormatError(f"{path}: 'images' must be a list of {{'id': int, 'file_name': str}} entries")
+    named = [e for e in images if isinstance(e.get("file_name"), str) and _integer(e.get("id")) is not None]
+    return boxes, {entry["file_name"]: _integer(entry["id"]) for entry in named}
+
+
+def _group_detections(entries: object, name: str) -> Detections:
+    """Check every entry of a loaded detections file and group the person boxes by image id."""
     if isinstance(entries, dict) and "annotations" in entries:
         entries = entries["annotations"]
     if not isinstance(entries, list):
         raise DetectionsFormatError(f"{name}: top level is a {type(entries).__name__}; expected {_SCHEMA}")
     image_ids, boxes, scores = [], [], []
     for index, entry in enumerate(entries):
-        image_id, box, score = _parse_entry(entry, f"{name}: entry #{index} {_short(entry)}")
-        if image_id is not None:
-            image_ids.append(image_id)
-            boxes.append(box)
-            scores.append(score)
+        problem = _entry_problem(entry)
+        if problem:
+            raise DetectionsFormatError(f"{name}: entry #{index} {_short(entry)}: {problem}; expected {_SCHEMA}")
+        if entry.get("category_id", PERSON) == PERSON:
+            image_ids.append(_integer(entry["image_id"]))
+            boxes.append(entry["bbox"])
+            scores.append(entry.get("score", 1.0))
     image_ids = np.asarray(image_ids, dtype=np.int64)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64)
-    return {int(i): (boxes[image_ids == i], scores[image_ids == i]) for i in dict.fromkeys(image_ids.tolist())}
+    # One sort instead of a scan per image: each image's entries, in file order, are one slice of it.
+    order = np.argsort(image_ids, kind="stable")
+    unique, first = np.unique(image_ids[order], return_index=True)
+    groups = np.split(order, first[1:]) if len(order) else []
+    by_appearance = np.argsort(order[first], kind="stable")
+    return {int(unique[k]): (boxes[groups[k]], scores[groups[k]]) for k in by_appearance}
 
 
-def _parse_entry(entry: object, where: str) -> tuple[int | None, list[float], float]:
-    """(image_id, bbox, score) of one detection, image_id None for a non-person entry."""
+def _entry_problem(entry: object) -> str | None:
+    """What is wrong with one detection entry, or None."""
     if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
-        raise DetectionsFormatError(f"{where}: needs 'image_id' and 'bbox'; expected {_SCHEMA}")
-    image_id, box, score = entry["image_id"], entry["bbox"], entry.get("score", 1.0)
-    if not _is_number(image_id) or int(image_id) != image_id:
-        raise DetectionsFormatError(f"{where}: 'image_id' must be an integer; expected {_SCHEMA}")
+        return "needs 'image_id' and 'bbox'"
+    if _integer(entry["image_id"]) is None:
+        return f"'image_id' must be an integer between 0 and {_MAX_ID}"
+    box = entry["bbox"]
     if not isinstance(box, list) or len(box) != 4 or not all(map(_is_number, box)):
-        raise DetectionsFormatError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h]; expected {_SCHEMA}")
-    if not _is_number(score):
-        raise DetectionsFormatError(f"{where}: 'score' must be a number; expected {_SCHEMA}")
-    if entry.get("category_id", PERSON) != PERSON:
-        return None, box, score
-    return int(image_id), box, float(score)
+        return "'bbox' must be 4 numbers [x, y, w, h]"
+    if not _is_number(entry.get("score", 1.0)):
+        return "'score' must be a number"
+    return None
+
+
+def _integer(value: object) -> int | None:
+    """``value`` as an image id: an int, or a float with an integral value (785.0), in 0..2^63-1."""
+    if isinstance(value, float) and value.is_integer():  # is_integer() is False for NaN and infinity
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID:
+        return value
+    return None
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON number that fits a float64 (NaN and infinity included: the boxes' checks drop them later)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, float) or abs(value) <= 1e308
 
 
 def _short(entry: object) -> str:

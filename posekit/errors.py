@@ -36,3 +36,11 @@ class DownloadError(PosekitError, OSError):
 
 class ChecksumError(DownloadError):
     """A downloaded or cached file does not have the expected sha256."""
+
+
+class ArgumentError(PosekitError, TypeError, ValueError):
+    """A Python API argument is of the wrong kind or out of range (the message says what is accepted)."""
+
+
+class OutputError(PosekitError, OSError):
+    """An output file cannot be written (folder missing or read-only, disk full, special file, name too long)."""

@@ -22,6 +22,7 @@ from posekit.errors import BoxError, PosekitError
 from posekit.heatmaps import decode, flip_back
 from posekit.images import ImageSource, load_image, sanitize_boxes
 from posekit.model import pose_resnet
+from posekit.validate import check_device_type, check_weights_argument, positive_int
 from posekit.weights import DEFAULT_WEIGHTS, WEIGHTS, PoseWeights, get_weights, load_weights
 
 if TYPE_CHECKING:
@@ -52,13 +53,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     once checked to exist here (torch's own failure comes later, deep inside, and less clearly).
 
     Raises:
-        PosekitError: an unknown device name, or a CUDA or MPS device this torch cannot see.
+        PosekitError: an unknown device name, a CUDA or MPS device this torch cannot see, or a
+            device type torch knows but cannot use here (xpu, hpu, meta ...).
     """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     try:
         chosen = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise PosekitError(f"unknown device {str(device)!r}; expected auto, cpu, cuda, cuda:N or mps") from None
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if chosen.type == "cuda" and (chosen.index or 0) >= gpus:
@@ -73,6 +75,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         )
     if chosen.type == "mps" and not _mps_available():
         raise PosekitError("device mps is not available here (Apple silicon GPUs only); use device cpu or auto")
+    check_device_type(chosen)
     return chosen
 
 
@@ -118,8 +121,8 @@ class PoseEstimator:
         max_batch: int = 64,
         depth: int = 50,
     ) -> None:
-        if max_batch < 1:
-            raise PosekitError(f"max_batch must be at least 1 person per network call, got {max_batch}")
+        max_batch = positive_int(max_batch, "max_batch", "people per network call")
+        check_weights_argument(pose_weights)
         self.device = resolve_device(device)
         registered = _registered_entry(pose_weights)
         # Input size and normalisation: the registered entry's, else the default weights' conventions.
@@ -160,7 +163,7 @@ class PoseEstimator:
             For a single image its list of :class:`Person`; for a list, one such list per image.
             An image with nobody in it gives an empty list.
         """
-        single = isinstance(images, (str, os.PathLike, np.ndarray)) or not isinstance(images, Sequence)
+        single = isinstance(images, (str, bytes, os.PathLike, np.ndarray)) or not isinstance(images, Sequence)
         batch = [images] if single else list(images)
         arrays = [load_image(image, channels) for image in batch]
         if boxes is not None:

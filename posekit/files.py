@@ -1,32 +1,79 @@
 """Files in and out: JSON inputs read with errors that name the file; outputs written whole or not at all.
 
 Every file posekit writes (results JSON, figures, benchmark reports, ONNX graphs) goes through
-:func:`atomic_write`, so a crash, a full disk or Ctrl-C never leaves half a file where a reader,
-or the next run, would take it for a complete one.
+:func:`atomic_write`, so a crash, a full disk, Ctrl-C or SIGTERM never leaves half a file where a
+reader, or the next run, would take it for a complete one, and never replaces what is not a
+regular file (a device, a FIFO, the target of a symlink is written through, not swapped out).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import IO, Iterator
 
-from posekit.errors import PosekitError
+from posekit.errors import OutputError, PosekitError
+
+# Temporary files of atomic_write blocks still in progress; a signal handler removes them (see remove_pending).
+_PENDING: set[Path] = set()
+
+# Room for the ".NAME.<8 hex>.part" decoration of a temporary name within the usual 255-byte limit.
+_TEMPORARY_NAME_BYTES = 200
+
+
+def file_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    """Identity of the file ``path`` leads to (device, inode), the same for every spelling of it
+    (``./a.jpg``, an absolute path, a symlink, a hard link); None when it does not exist."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
 
 
 def read_json(path: str | os.PathLike, error: type[PosekitError], expected: str) -> object:
-    """Parse a JSON file, turning every failure (missing, a folder, unreadable, not JSON) into
-    ``error`` naming the file and ending with ``expected``, what the file should have been."""
+    """Parse a JSON file, turning every failure (missing, a folder, a device, unreadable, not JSON,
+    nested too deeply) into ``error`` naming the file and ending with ``expected``.
+
+    The file is opened once and read to its end, so a pipe or ``<(process substitution)`` works;
+    a UTF-8 byte-order mark is accepted.
+    """
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as file:
+        with open(path, encoding="utf-8-sig") as file:
+            kind = _special_kind(os.fstat(file.fileno()).st_mode)
+            if kind not in (None, "FIFO"):
+                raise error(f"{path}: is a {kind}, not a file; expected {expected}")
             return json.load(file)
     except FileNotFoundError:
         raise error(f"{path}: no such file; expected {expected}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as reason:
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder; expected {expected}") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply to read; expected {expected}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as reason:  # json.JSONDecodeError is a ValueError
         raise error(f"{path}: not readable JSON ({reason}); expected {expected}") from None
+
+
+def write_json(path: str | os.PathLike, data: object) -> Path:
+    """Write ``data`` as strict JSON through :func:`atomic_write` and return ``path``.
+
+    Raises:
+        OutputError: ``data`` holds NaN or infinity (not JSON; callers drop or replace them
+            first), or the file cannot be written; nothing is written then.
+    """
+    path = Path(path)
+    try:
+        text = json.dumps(data, allow_nan=False)
+    except ValueError:
+        raise OutputError(f"cannot write {path}: the data holds NaN or infinity, which JSON cannot represent") from None
+    with atomic_write(path, "w") as file:
+        file.write(text)
+    return path
 
 
 @contextlib.contextmanager
@@ -35,20 +82,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
     The data goes to a hidden ``.NAME.<random>.part`` file in the same folder (the same file
     system, so the rename is atomic): readers see the old file or the complete new one, never a
-    mix. If the ``with`` block raises, the temporary file is deleted and ``path`` is untouched.
-    Missing parent folders are created. A new file gets the permissions ``open(path, "w")`` would
-    give it: 0666 less the umask (``tempfile.mkstemp`` would leave 0600).
+    mix. The data is flushed and fsync'ed before the rename, so a full disk is noticed here. If
+    the ``with`` block raises, the temporary file is deleted and ``path`` is untouched; SIGTERM is
+    covered by :func:`remove_pending`. Missing parent folders are created. A new file gets the
+    permissions ``open(path, "w")`` would give it (0666 less the umask); a replaced file keeps its own.
+
+    What is already at ``path`` decides how it is written:
+
+    - nothing or a regular file: as above;
+    - a symlink: the file it points to is written as above; the link stays;
+    - a character device (``/dev/null``, a terminal) or a FIFO: written through directly (a
+      stream has no "whole or nothing"); a FIFO nobody reads from is an error, not a hang;
+    - a folder, a block device or a socket: refused.
 
     Args:
         path: the file to write.
         mode: ``"wb"`` for bytes, ``"w"`` for UTF-8 text.
 
     Yields:
-        The open temporary file.
+        The open file.
 
     Raises:
-        PosekitError: the folder cannot be created or written to, or ``path`` cannot be replaced
-            (it is a folder, say); the message names ``path``.
+        OutputError: the folder cannot be created or written to, the disk is full, ``path`` is
+            a folder or another file that cannot be replaced, or the name is too long; the
+            message names ``path``. ``errno`` is the system's error number, when there is one.
 
     Example:
         >>> with atomic_write("results.json", "w") as file:
@@ -57,33 +114,107 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
+    encoding = None if mode == "wb" else "utf-8"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary, descriptor = _create_beside(path)
+        info = os.stat(path)  # follows a symlink: what counts is the file it leads to
+    except FileNotFoundError:
+        info = None
     except OSError as error:
         raise _cannot_write(path, error) from None
-    try:
-        with open(descriptor, mode, encoding=None if mode == "wb" else "utf-8") as file:
+    kind = None if info is None else _special_kind(info.st_mode)
+    if kind in ("character device", "FIFO"):
+        with _write_through(path, mode, encoding, kind) as file:
             yield file
+        return
+    if kind is not None:
+        error = OutputError(f"cannot write {path}: it is a {kind}, which posekit does not replace; expected a file name")
+        error.errno = errno.EISDIR if kind == "folder" else errno.EINVAL
+        raise error
+    # A symlink (or a chain of them) is kept and the file it leads to is replaced.
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    temporary = _temporary_name(target)
+    _PENDING.add(temporary)  # before the file exists, so a signal can never leave it behind unlisted
+    try:
         try:
-            os.replace(temporary, path)
-        except OSError as error:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies
+            if info is not None:
+                os.fchmod(descriptor, stat.S_IMODE(info.st_mode))
+            with open(descriptor, mode, encoding=encoding) as file:
+                yield file
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, target)
+        except PosekitError:
+            raise
+        except OSError as error:  # from the caller's writes, flush, fsync, close or the rename
             raise _cannot_write(path, error) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    finally:
+        _PENDING.discard(temporary)
 
 
-def _create_beside(path: Path) -> tuple[Path, int]:
-    """Create a new hidden temporary file next to ``path``; return its path and open descriptor."""
-    while True:
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-        try:
-            # Mode 0o666 lets the kernel apply the umask, exactly as for a plain open().
-            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue  # another writer drew the same random name: draw again
+def remove_pending() -> None:
+    """Delete the temporary files of the :func:`atomic_write` blocks in progress.
+
+    For a signal handler (SIGTERM, SIGHUP) that ends the process without unwinding; the blocks'
+    targets keep their previous content.
+    """
+    for temporary in list(_PENDING):
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
-def _cannot_write(path: Path, error: OSError) -> PosekitError:
-    return PosekitError(f"cannot write {path} ({error.strerror or error}); expected a writable folder and file name")
+@contextlib.contextmanager
+def _write_through(path: Path, mode: str, encoding: str | None, kind: str) -> Iterator[IO]:
+    """Write into a device or FIFO in place; errors on the way (a full device) name ``path``."""
+    try:
+        # O_NONBLOCK: opening a FIFO that nobody reads fails (ENXIO) instead of waiting forever.
+        descriptor = os.open(path, os.O_WRONLY | (os.O_NONBLOCK if kind == "FIFO" else 0))
+        os.set_blocking(descriptor, True)
+        with open(descriptor, mode, encoding=encoding) as file:
+            yield file
+            file.flush()
+    except PosekitError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ENXIO and kind == "FIFO":
+            cause = OutputError(f"cannot write {path}: it is a FIFO that no process is reading; start the reader first")
+            cause.errno = error.errno
+            raise cause from None
+        raise _cannot_write(path, error) from None
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` is, in words, when it is not a regular file."""
+    for test, kind in ((stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "special file"
+
+
+def _temporary_name(path: Path) -> Path:
+    """A new hidden name next to ``path`` (random, so concurrent writers do not meet), short enough
+    for the file system when ``path``'s own name is near its limit."""
+    name = os.fsencode(path.name)[:_TEMPORARY_NAME_BYTES].decode("utf-8", "ignore")
+    return path.with_name(f".{name}.{secrets.token_hex(4)}.part")
+
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up; free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EACCES: "expected a folder you may write to",
+    errno.EPERM: "expected a folder you may write to",
+    errno.ENAMETOOLONG: "expected a shorter file name",
+}
+
+
+def _cannot_write(path: Path, error: OSError) -> OutputError:
+    hint = _HINTS.get(error.errno, "expected a writable folder and file name")
+    result = OutputError(f"cannot write {path} ({error.strerror or error}); {hint}")
+    result.errno = error.errno
+    return result

@@ -18,11 +18,21 @@ from typing import Iterable, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from posekit.errors import BoxError, ImageReadError
+from posekit.errors import ArgumentError, BoxError, ImageReadError
+from posekit.files import file_key
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
+# Boxes with a side shorter than this inside the image (pixels) cannot be cropped: no area.
+MIN_BOX_SIDE = 1e-3
+
 _EXPECTED = "expected an image file (JPEG, PNG, BMP, TIFF, WebP, ...)"
+_ACCEPTED = "expected a file path (str or pathlib.Path), a PIL image, or a numpy array (H, W, 3) uint8"
+# How to turn the usual wrong kinds into an accepted one.
+_HINTS = {
+    "bytes": "; for encoded image bytes use PIL.Image.open(io.BytesIO(data))",
+    "Tensor": "; for a (3, H, W) tensor pass tensor.permute(1, 2, 0).cpu().numpy()",
+}
 
 
 def load_image(source: ImageSource, channels: str = "rgb", upright: bool = True) -> np.ndarray:
@@ -48,15 +58,18 @@ def load_image(source: ImageSource, channels: str = "rgb", upright: bool = True)
         Shape: (H, W, 3) uint8, RGB.
 
     Raises:
-        ImageReadError: the file is missing, empty, truncated or not an image, or the array
-            has a shape or dtype that is not an image.
+        ImageReadError: the file is missing, empty, truncated, not a regular file or not an
+            image, or the array has a shape or dtype that is not an image.
+        ArgumentError: ``source`` is none of the accepted kinds (bytes, a tensor, None ...).
     """
     if channels not in ("rgb", "bgr"):
-        raise ValueError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
+        raise ArgumentError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, channels)
+    if not isinstance(source, (str, os.PathLike, Image.Image)):
+        raise ArgumentError(f"image of type {type(source).__name__}: {_ACCEPTED}{_HINTS.get(type(source).__name__, '')}")
     if channels != "rgb":
-        raise ValueError("channels='bgr' applies to numpy arrays only; files and PIL images know their own mode")
+        raise ArgumentError("channels='bgr' applies to numpy arrays only; files and PIL images know their own mode")
     image = source if isinstance(source, Image.Image) else _open_file(Path(source))
     return _pil_to_rgb(ImageOps.exif_transpose(image) if upright else image)
 
@@ -67,6 +80,8 @@ def _open_file(path: Path) -> Image.Image:
         raise ImageReadError(f"{path}: no such file; {_EXPECTED}")
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder; {_EXPECTED} (posekit predict accepts folders)")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise ImageReadError(f"{path}: not a regular file (a FIFO, device or socket); {_EXPECTED}")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes); {_EXPECTED}")
     # PIL's warnings (a very large image, odd metadata) do not say which file: they are repeated below naming it.
@@ -89,6 +104,8 @@ def _open_file(path: Path) -> Image.Image:
 
 def _array_to_rgb(array: np.ndarray, channels: str) -> np.ndarray:
     """RGB uint8 (H, W, 3) from an array in ``channels`` order, via PIL for unusual shapes/dtypes."""
+    if array.dtype.kind not in "buif":
+        raise ImageReadError(f"image array of dtype {array.dtype}: expected numbers (uint8 for colour images)")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or array.size == 0:
@@ -152,39 +169,54 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
     A file is kept whatever its name (:func:`load_image` says if it is not an image); a folder
     gives its image files (not its subfolders), sorted, and a warning names the other files it
-    skipped; a glob gives its matches, sorted. Order follows ``inputs``; repeats are dropped.
-    An input that exists neither as a path nor as a glob match gets a warning and is skipped.
+    skipped; a glob gives its matches, sorted. Order follows ``inputs``. A file reached twice,
+    under any spelling (``a.jpg``, ``./a.jpg``, its absolute path, a symlink or hard link to
+    it), is kept once, under its first spelling. An input that exists neither as a path nor as
+    a glob match, is not a regular file (a FIFO, a device) or is a folder that cannot be read
+    gets a warning and is skipped.
 
     Raises:
         ImageReadError: nothing at all was found.
     """
     suffixes = _readable_suffixes()
-    found: dict[Path, None] = {}
+    found: dict[tuple[int, int], Path] = {}
+
+    def add(paths: Iterable[Path]) -> None:
+        for path in paths:
+            found.setdefault(file_key(path), path)
+
     for item in map(str, inputs):
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file())
+            try:
+                files = sorted(p for p in path.iterdir() if p.is_file())
+            except OSError as error:
+                warnings.warn(f"{path}: folder cannot be read ({error.strerror or error}); skipped", stacklevel=2)
+                continue
             skipped = [p.name for p in files if p.suffix.lower() not in suffixes]
             if skipped:
                 warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are not images: {', '.join(skipped)}", stacklevel=2)
-            found.update((p, None) for p in files if p.suffix.lower() in suffixes)
+            add(p for p in files if p.suffix.lower() in suffixes)
         elif path.is_file():
-            found[path] = None
+            add([path])
+        elif path.exists():
+            warnings.warn(f"{item}: not a regular file (a FIFO, device or socket); {_EXPECTED}; skipped", stacklevel=2)
         elif any(char in item for char in "*?[") and (matches := sorted(glob.glob(item))):
-            found.update((Path(m), None) for m in matches if Path(m).is_file())
+            add(Path(m) for m in matches if Path(m).is_file())
         else:
             warnings.warn(f"{item}: no such file, folder or glob match; skipped", stacklevel=2)
     if not found:
         shown = ", ".join(map(str, inputs)) or "(no inputs)"
         raise ImageReadError(f"no images found in {shown}; expected image files, folders of images or glob patterns")
-    return list(found)
+    return list(found.values())
 
 
 def sanitize_boxes(boxes_xywh: np.ndarray, image_wh: tuple[int, int], image_name: str = "image") -> tuple[np.ndarray, np.ndarray]:
     """Clip person boxes to the image and drop those no crop can be made from.
 
-    A box is dropped when a coordinate is NaN or infinite, its width or height is not positive,
-    or it lies entirely outside the image; one warning names ``image_name`` and every dropped
+    A box is dropped when a coordinate is NaN or infinite, its width or height inside the image
+    is below :data:`MIN_BOX_SIDE` (1/1000 px: subnormal sizes included), or it lies entirely
+    outside the image; one warning names ``image_name`` and every dropped
     box. Kept boxes are clipped to [0, W] x [0, H].
 
     Args:
@@ -209,23 +241,20 @@ def sanitize_boxes(boxes_xywh: np.ndarray, image_wh: tuple[int, int], image_name
         raise BoxError(f"{image_name}: person boxes have shape {boxes.shape}; expected (N, 4) as x, y, w, h")
     width, height = image_wh
     x0, y0 = boxes[:, 0], boxes[:, 1]
-    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
-    with np.errstate(invalid="ignore"):
-        finite = np.isfinite(boxes).all(axis=1)
-        positive = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-        inside = (x0 < width) & (y0 < height) & (x1 > 0) & (y1 > 0)
-    keep = finite & positive & inside
+    with np.errstate(invalid="ignore", over="ignore"):
+        x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+        clipped_x0, clipped_y0 = np.clip(x0, 0, width), np.clip(y0, 0, height)
+        clipped = np.stack(
+            [clipped_x0, clipped_y0, np.clip(x1, 0, width) - clipped_x0, np.clip(y1, 0, height) - clipped_y0], axis=1
+        ).astype(np.float32)
+        # Judged on the clipped float32 box the crop is made from: a box outside the image, of negative size,
+        # or with a subnormal or 1e-300 px side has (next to) nothing there.
+        keep = np.isfinite(boxes).all(axis=1) & (clipped[:, 2:] >= MIN_BOX_SIDE).all(axis=1)
     if not keep.all():
         bad = "; ".join(f"#{i} {np.array2string(boxes[i], precision=1, separator=', ')}" for i in np.flatnonzero(~keep))
         warnings.warn(
             f"{image_name} ({width}x{height}): skipped {int((~keep).sum())} person box(es) that are not finite, "
-            f"have no area or lie outside the image: {bad}",
+            f"have no area (a side under {MIN_BOX_SIDE} px inside the image) or lie outside the image: {bad}",
             stacklevel=2,
         )
-    clipped_x0 = np.clip(x0[keep], 0, width)
-    clipped_y0 = np.clip(y0[keep], 0, height)
-    clipped = np.stack(
-        [clipped_x0, clipped_y0, np.clip(x1[keep], 0, width) - clipped_x0, np.clip(y1[keep], 0, height) - clipped_y0],
-        axis=1,
-    )
-    return clipped.astype(np.float32), keep
+    return clipped[keep], keep

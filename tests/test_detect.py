@@ -155,5 +155,5 @@ def test_load_detections_missing_file_or_a_folder(tmp_path):
     with pytest.raises(DetectionsFormatError, match="nope.json: no such file; expected a JSON list"):
         load_detections(tmp_path / "nope.json")
     # A folder (IsADirectoryError) is a user mistake too, not a bare OSError.
-    with pytest.raises(DetectionsFormatError, match=f"{tmp_path}: not readable JSON"):
+    with pytest.raises(DetectionsFormatError, match=f"{tmp_path}: is a folder; expected a JSON list"):
         load_detections(tmp_path)

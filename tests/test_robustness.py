@@ -399,10 +399,13 @@ def test_interrupt_while_writing_an_image_leaves_only_complete_files(tmp_path, c
     out = tmp_path / "out"
     code, _, stderr = predict(capsys, tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png", "--detector", "none",
                               "--weights", checkpoint, "--out", out, "--no-flip")
-    assert code == 130 and "interrupted" in stderr
-    assert [p.name for p in out.iterdir()] == ["a_pose.jpg"]  # b's half file is gone; c and the JSON never started
+    assert code == 130 and "interrupted (SIGINT)" in stderr
+    # b's half file is gone, c never started, and the results are those of a alone (no earlier run's file stays).
+    assert sorted(p.name for p in out.iterdir()) == ["a_pose.jpg", "results.json"]
     with Image.open(out / "a_pose.jpg") as complete:
         complete.verify()
+    assert [r["image_id"] for r in json.loads((out / "results.json").read_text())] == [0]
+    assert f"{out / 'results.json'} holds the results of the 1 images done" in stderr
 
 
 def test_failing_results_write_keeps_the_previous_results(tmp_path, capsys, checkpoint, monkeypatch):
@@ -410,13 +413,20 @@ def test_failing_results_write_keeps_the_previous_results(tmp_path, capsys, chec
     out.mkdir()
     (out / "results.json").write_text("[\"previous run\"]")
 
-    def disk_full(results, file, **kwargs):
-        file.write("[{\"image_id\": 785, \"keyp")
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_fsync = os.fsync
 
-    monkeypatch.setattr(json, "dump", disk_full)
+    def disk_full_for_results(descriptor):  # the data is in the page cache; the disk turns out to be full
+        if os.readlink(f"/proc/self/fd/{descriptor}").endswith(".part") and "results.json" in os.readlink(
+            f"/proc/self/fd/{descriptor}"
+        ):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", disk_full_for_results)
     assert main(["predict", str(PHOTO), "--detector", "none", "--weights", str(checkpoint), "--out", str(out)]) == 1
-    assert capsys.readouterr().err.strip().endswith("error: [Errno 28] No space left on device")
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line == (f"posekit predict: error: cannot write {out / 'results.json'} (No space left on device); "
+                    "the disk is full; free some space or write elsewhere")
     assert (out / "results.json").read_text() == "[\"previous run\"]"
     assert sorted(p.name for p in out.iterdir()) == ["000000000785_pose.jpg", "results.json"]
 
@@ -569,7 +579,7 @@ def test_predict_takes_image_ids_from_the_boxes_annotation_file_before_the_file_
 
 
 def test_max_batch_below_one_is_a_clear_error():
-    with pytest.raises(PosekitError, match="max_batch must be at least 1"):
+    with pytest.raises(PosekitError, match=r"max_batch must be a whole number >= 1 \(people per network call\), got 0"):
         PoseEstimator(None, depth=18, max_batch=0)
 
 
