@@ -115,10 +115,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         help="flip test, as in the paper (default: on)")
     parser.add_argument("--decode", choices=("quarter", "dark", "argmax"), default="quarter",
                         help="heatmap decoding (default: the official quarter-pixel shift)")
-    parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images (by id)")
+    parser.add_argument("--limit", type=_at_least(1), metavar="N", help="evaluate only the first N images (by id)")
     parser.add_argument("--out", type=Path, help="also write the COCO-format results JSON here")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--batch-size", type=_at_least(1), default=32)
+    parser.add_argument("--workers", type=_at_least(0), default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers that read and crop images (default: %(default)s)")
     _add_device_option(parser)
     parser.add_argument("--download", action="store_true",
@@ -129,8 +129,6 @@ def _run_eval(args: argparse.Namespace) -> int:
     from posekit import coco
     from posekit.estimator import PoseEstimator
 
-    if args.limit is not None and args.limit < 1:
-        raise PosekitError(f"--limit {args.limit}: expected a positive number of images")
     paths = coco.CocoPaths(args.coco_root)
     needed = ["val2017", "annotations"] + (["detections"] if args.boxes == "detections" else [])
     if args.download:
@@ -269,7 +267,11 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 # Output errors that concern one file name only (too long, a folder or a device in the way): that image's
 # drawing is skipped with a warning and the run goes on. Others (disk full, read-only) end the run.
-_ONE_FILE_ERRNOS = {errno.ENAMETOOLONG, errno.EFBIG, errno.EISDIR, errno.EINVAL}
+# None: an encoder failed (no system error number).
+_ONE_FILE_ERRNOS = {errno.ENAMETOOLONG, errno.EFBIG, errno.EISDIR, errno.EINVAL, None}
+
+# The largest width or height a JPEG file can have (libjpeg's limit).
+_JPEG_MAX_SIDE = 65500
 
 
 def _plan_predict(args: argparse.Namespace) -> tuple[list[Path], dict | None, list[int], list[Path], Path]:
@@ -434,6 +436,8 @@ def _save_annotated(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray,
     from posekit.viz import draw_skeleton, save_figure
 
     height, width = image.shape[:2]
+    if max(height, width) > _JPEG_MAX_SIDE:
+        raise ValueError(f"{width}x{height} is larger than JPEG's limit of {_JPEG_MAX_SIDE} pixels per side")
     figure = Figure(figsize=(width / 100, height / 100))
     draw_skeleton(image, keypoints, ax=figure.add_axes((0, 0, 1, 1)), boxes=boxes.reshape(-1, 4))
     save_figure(figure, path, dpi=100)
@@ -457,7 +461,7 @@ def _warnings_as_lines(command: str) -> Iterator[None]:
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="time inference per stage on mini-batches of person crops (random weights)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[200, 100], metavar="N",
+    parser.add_argument("--batches", type=_at_least(1), nargs="+", default=[200, 100], metavar="N",
                         help="people per mini-batch (default: 200 100, the seed's K80 protocol)")
     parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101, 152), help="ResNet depth")
     parser.add_argument("--input", type=_height_by_width, default=(192, 256), metavar="HxW",
@@ -471,22 +475,39 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC memory layout for the torch backend (default: on)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's setting)")
-    parser.add_argument("--repeats", type=int, default=3, metavar="R", help="warm runs per batch (default: 3)")
-    parser.add_argument("--max-batch", type=int, default=64, metavar="M",
+    parser.add_argument("--threads", type=_at_least(1), metavar="N", help="CPU threads (default: torch's setting)")
+    parser.add_argument("--repeats", type=_at_least(1), default=3, metavar="R", help="warm runs per batch (default: 3)")
+    parser.add_argument("--max-batch", type=_at_least(1), default=64, metavar="M",
                         help="people per network call; bounds the memory (default: %(default)s)")
-    parser.add_argument("--memory-people", type=int, nargs="+", default=[100, 200, 800], metavar="N",
+    parser.add_argument("--memory-people", type=_at_least(1), nargs="+", default=[100, 200, 800], metavar="N",
                         help="numbers of people whose peak memory is shown (default: 100 200 800)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write all measurements as JSON")
 
 
 def _height_by_width(text: str) -> tuple[int, int]:
-    """'256x192' (height x width, as the weights are named) -> (width, height)."""
+    """'256x192' (height x width, as the weights are named) -> (width, height), both positive multiples of 32."""
     try:
         height, width = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH such as 256x192") from None
+        height = width = 0
+    if height < 32 or width < 32 or height % 32 or width % 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH, multiples of 32 such as 256x192")
     return width, height
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= {minimum}")
+        return value
+
+    return whole_number
 
 
 def _run_bench(args: argparse.Namespace) -> int:

@@ -214,7 +214,8 @@ _HINTS = {
 
 
 def _cannot_write(path: Path, error: OSError) -> OutputError:
-    hint = _HINTS.get(error.errno, "expected a writable folder and file name")
+    """The system's refusal (an errno, with a hint what to do), or a library's failure to encode (none)."""
+    hint = _HINTS.get(error.errno, "expected a writable folder and file name") if error.errno else "nothing was written"
     result = OutputError(f"cannot write {path} ({error.strerror or error}); {hint}")
     result.errno = error.errno
     return result

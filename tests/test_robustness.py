@@ -21,8 +21,13 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import socket
 import stat
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,12 +36,23 @@ import matplotlib.figure
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from posekit import coco, viz, weights
 from posekit.cli import main
 from posekit.crop import box_to_center_scale, crop_batch
-from posekit.errors import CheckpointError, DownloadError, ImageReadError, PosekitError
+from posekit.errors import (
+    AnnotationError,
+    ArgumentError,
+    CheckpointError,
+    DetectionsFormatError,
+    DownloadError,
+    ImageReadError,
+    OutputError,
+    PosekitError,
+)
 from posekit.estimator import PoseEstimator
 from posekit.files import atomic_write
 from posekit.images import load_image
@@ -598,3 +614,409 @@ def test_a_detector_checkpoint_that_is_no_checkpoint_is_one_checkpoint_error(tmp
         path.write_bytes(content)
         with pytest.raises(CheckpointError, match="not a fasterrcnn_mobilenet_v3_large_fpn checkpoint"):
             PersonDetector("fasterrcnn_mobilenet_v3_large_fpn", checkpoint=path)
+
+
+# ==================================================================================== adversarial suite (issue 15)
+# One section per class of failure; each test would have caught its class in posekit 0.1.
+
+PYTHON = sys.executable
+REPO = Path(__file__).resolve().parents[1]
+FUZZ = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def write_png(path: Path, width: int = 40, height: int = 30) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(smooth_rgb(width, height)).save(path)
+    return path
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ": error: " in line]
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line.strip() for line in stderr.replace("\r", "\n").splitlines() if ": warning: " in line]
+
+
+def written_path(file) -> str:
+    """The path a file object opened on a descriptor writes to (atomic_write's temporary file)."""
+    return os.readlink(f"/proc/self/fd/{file.fileno()}")
+
+
+def strict_json(path: Path) -> object:
+    """Parse as the JSON standard does: NaN and Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} in {path}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# ------------------------------------------------------------------------------------ writing through special files
+
+
+def test_atomic_write_to_dev_null_writes_through_and_keeps_the_device():
+    before = os.stat("/dev/null")
+    with atomic_write("/dev/null", "w") as file:
+        file.write("discarded")
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and (after.st_rdev, after.st_ino) == (before.st_rdev, before.st_ino)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full is Linux's always-full device")
+def test_atomic_write_to_a_full_device_is_one_output_error_and_the_device_stays():
+    with pytest.raises(OutputError, match=r"^cannot write /dev/full \(No space left on device\)") as error:
+        with atomic_write("/dev/full") as file:
+            file.write(b"x" * 10)  # buffered: the device refuses it on the flush
+    assert error.value.errno == errno.ENOSPC
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_atomic_write_into_a_fifo_feeds_its_reader_and_keeps_the_fifo(tmp_path):
+    fifo = tmp_path / "results.fifo"
+    os.mkfifo(fifo)
+    received = []
+
+    def read():
+        with open(fifo, "rb") as pipe:
+            received.append(pipe.read())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    # open() of the reader blocks until a writer comes; give it a moment to be in place.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with atomic_write(fifo) as file:
+                file.write(b"[1, 2]")
+            break
+        except OutputError:  # the reader has not opened its end yet
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    reader.join(10)
+    assert received == [b"[1, 2]"] and stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_atomic_write_into_a_fifo_nobody_reads_is_an_error_not_a_hang(tmp_path):
+    fifo = tmp_path / "lonely.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="is a FIFO that no process is reading"):
+        with atomic_write(fifo, "w") as file:
+            file.write("x")
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and leftovers(tmp_path) == []
+
+
+def test_atomic_write_through_symlinks_replaces_the_target_and_keeps_the_links(tmp_path):
+    target = tmp_path / "real" / "results.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    chain = tmp_path / "chain.json"
+    chain.symlink_to(link)
+    with atomic_write(chain, "w") as file:
+        file.write("new")
+    assert chain.is_symlink() and link.is_symlink() and os.readlink(chain) == str(link)
+    assert target.read_text() == "new" and not target.is_symlink()
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "real" / "created.json")
+    with atomic_write(dangling, "w") as file:
+        file.write("through")
+    assert dangling.is_symlink() and (tmp_path / "real" / "created.json").read_text() == "through"
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_write_refuses_a_socket_and_a_folder_without_touching_them(tmp_path):
+    server = socket.socket(socket.AF_UNIX)
+    path = tmp_path / "s.sock"
+    server.bind(str(path))
+    try:
+        with pytest.raises(OutputError, match=f"cannot write {path}: it is a socket, which posekit does not replace"):
+            with atomic_write(path) as file:
+                file.write(b"x")
+        assert stat.S_ISSOCK(path.stat().st_mode)
+    finally:
+        server.close()
+    with pytest.raises(OutputError, match="it is a folder") as error:
+        with atomic_write(tmp_path) as file:
+            file.write(b"x")
+    assert error.value.errno == errno.EISDIR and leftovers(tmp_path) == []
+
+
+def test_a_full_disk_at_fsync_or_close_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"old")
+    for stage in ("fsync", "replace"):
+        with monkeypatch.context() as patch:
+            def refuse(*args, **kwargs):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            patch.setattr(os, stage, refuse)
+            with pytest.raises(OutputError, match=r"No space left on device\); the disk is full"):
+                with atomic_write(target) as file:
+                    file.write(b"new")
+        assert target.read_bytes() == b"old" and leftovers(tmp_path) == []
+
+
+def test_the_temporary_name_of_a_255_byte_name_still_fits(tmp_path):
+    target = tmp_path / ("n" * 250 + ".json")  # its temporary ".NAME.<8 hex>.part" would be 265 bytes
+    with atomic_write(target, "w") as file:
+        file.write("{}")
+    assert target.read_text() == "{}" and leftovers(tmp_path) == []
+
+
+def test_predict_json_on_special_files(tmp_path, capsys, checkpoint):
+    out = tmp_path / "out"
+    common = ["--detector", "none", "--weights", checkpoint, "--out", out, "--no-flip"]
+    code, stdout, stderr = predict(capsys, PHOTO, *common, "--json", "/dev/null")
+    assert code == 0 and "results in /dev/null" in stdout and stat.S_ISCHR(os.stat("/dev/null").st_mode), stderr
+    if os.path.exists("/dev/full"):
+        code, _, stderr = predict(capsys, PHOTO, *common, "--json", "/dev/full")
+        assert code == 1 and error_lines(stderr) == [
+            "posekit predict: error: cannot write /dev/full (No space left on device); the disk is full; free some "
+            "space or write elsewhere"
+        ]
+    fifo = tmp_path / "results.fifo"
+    os.mkfifo(fifo)
+    code, _, stderr = predict(capsys, PHOTO, *common, "--json", fifo)
+    assert code == 1 and error_lines(stderr) == [
+        f"posekit predict: error: cannot write {fifo}: it is a FIFO that no process is reading; start the reader first"
+    ]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    # The drawings are complete files either way.
+    with Image.open(out / "000000000785_pose.jpg") as drawn:
+        drawn.verify()
+    assert leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------ overwriting the user's files
+
+
+def test_outputs_never_overwrite_inputs_named_like_outputs(tmp_path, capsys, checkpoint):
+    folder = tmp_path / "photos"
+    for name, size in {"a.png": (40, 30), "a_pose.jpg": (24, 20)}.items():
+        write_png(folder / "tmp.png", *size).rename(folder / name)
+    originals = {p.name: p.read_bytes() for p in folder.iterdir()}
+    inputs = [folder / "a.png", folder / "a_pose.jpg"]
+    code, stdout, stderr = predict(capsys, *inputs, "--detector", "none", "--weights", checkpoint, "--out", folder,
+                                   "--no-flip")
+    assert code == 0 and "2 images, 2 people" in stdout, stderr
+    assert {name: (folder / name).read_bytes() for name in originals} == originals  # inputs untouched
+    assert f"{folder / 'a_pose.jpg'} is an input: the drawing of {folder / 'a.png'} goes to {folder / 'a_2_pose.jpg'}" \
+        in stderr
+    with Image.open(folder / "a_2_pose.jpg") as drawn, Image.open(folder / "a_pose_pose.jpg") as other:
+        assert drawn.size == (40, 30) and other.size == (24, 20)  # each drawing is of its own input
+
+
+@pytest.mark.parametrize("which", ["image", "image-by-another-spelling", "boxes"])
+def test_json_naming_an_input_is_refused_before_anything_runs(tmp_path, capsys, checkpoint, monkeypatch, which):
+    image = write_png(tmp_path / "a.png")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"image_id": 0, "bbox": [1, 1, 20, 20]}]))
+    monkeypatch.chdir(tmp_path)
+    target = {"image": image, "image-by-another-spelling": Path("./sub/../a.png"), "boxes": boxes}[which]
+    (tmp_path / "sub").mkdir()
+    before = {p: p.read_bytes() for p in (image, boxes)}
+    out = tmp_path / "out"
+    code, stdout, stderr = predict(capsys, image, "--boxes", boxes, "--weights", checkpoint, "--out", out,
+                                   "--json", target)
+    assert code == 1 and stdout == ""
+    [line] = error_lines(stderr)
+    assert line.startswith(f"posekit predict: error: --json {target} is the input ") and "expected a new file name" in line
+    assert {p: p.read_bytes() for p in before} == before and not out.exists()
+
+
+def test_an_earlier_runs_drawings_in_the_output_folder_are_not_inputs(tmp_path, capsys, checkpoint):
+    folder = tmp_path / "photos"
+    write_png(folder / "a.png")
+    write_png(folder / "b.png", 24, 20)
+    args = [folder, "--detector", "none", "--weights", checkpoint, "--out", folder, "--no-flip"]
+    assert predict(capsys, *args)[0] == 0
+    code, stdout, stderr = predict(capsys, *args)  # the same command again
+    assert code == 0 and "2 images, 2 people" in stdout
+    assert f"{folder}: skipped 2 drawing(s) of an earlier run (*_pose.jpg) in the output folder" in stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_pose.jpg", "b.png", "b_pose.jpg", "results.json"]
+    # Named on its own, a drawing is an input like any file.
+    code, stdout, _ = predict(capsys, folder / "a_pose.jpg", *args[1:])
+    assert code == 0 and "1 images" in stdout and (folder / "a_pose_pose.jpg").is_file()
+
+
+def test_a_drawing_path_that_links_to_an_input_is_not_written_through(tmp_path, capsys, checkpoint):
+    image = write_png(tmp_path / "a.png")
+    original = image.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_pose.jpg").symlink_to(image)
+    code, _, stderr = predict(capsys, image, "--detector", "none", "--weights", checkpoint, "--out", out, "--no-flip")
+    assert code == 0, stderr
+    assert image.read_bytes() == original and (out / "a_pose.jpg").is_symlink() and (out / "a_2_pose.jpg").is_file()
+
+
+# ------------------------------------------------------------------------------------ nothing lost, nothing half-written
+
+
+def test_sigterm_while_writing_a_drawing_exits_143_leaves_no_part_file_and_fresh_results(
+    tmp_path, capsys, checkpoint, monkeypatch
+):
+    for name in ("a.png", "b.png", "c.png"):
+        write_png(tmp_path / "in" / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("[\"an earlier run\"]")
+    real_savefig = matplotlib.figure.Figure.savefig
+    calls = []
+
+    def terminated_on_the_second(figure, file, **kwargs):
+        calls.append(file)
+        if len(calls) == 2:
+            file.write(b"\xff\xd8\xff\xe0 half a JPEG")
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to posekit's handler at the next bytecode
+        return real_savefig(figure, file, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", terminated_on_the_second)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, stderr = predict(capsys, tmp_path / "in", "--detector", "none", "--weights", checkpoint, "--out", out,
+                              "--no-flip")
+    assert code == 128 + signal.SIGTERM and "posekit predict: interrupted (SIGTERM)" in stderr
+    assert signal.getsignal(signal.SIGTERM) == before  # main() puts the previous handler back
+    assert sorted(p.name for p in out.iterdir()) == ["a_pose.jpg", "results.json"] and leftovers(tmp_path) == []
+    assert [r["image_id"] for r in strict_json(out / "results.json")] == [0]  # a's, not the earlier run's
+
+
+SIGTERM_CHILD = """
+import dataclasses, pathlib, sys, time
+import matplotlib.figure
+from posekit import weights
+from posekit.cli import main
+
+checkpoint, marker = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+entry = dataclasses.replace(weights.get_weights(weights.DEFAULT_WEIGHTS), name="child_test", depth=18,
+                            input_size=(48, 64), filename=checkpoint.name)
+weights.WEIGHTS[entry.name] = entry
+real_savefig = matplotlib.figure.Figure.savefig
+
+count = []
+
+def savefig(figure, file, **kwargs):
+    count.append(1)
+    if len(count) == 2:  # half-way through the second drawing's temporary file: SIGTERM now
+        file.write(b"half a JPEG")
+        file.flush()
+        marker.write_text("writing")
+        time.sleep(60)
+    return real_savefig(figure, file, **kwargs)
+
+matplotlib.figure.Figure.savefig = savefig
+raise SystemExit(main(sys.argv[3:]))
+"""
+
+
+def test_sigterm_to_a_real_process_leaves_only_complete_files(tmp_path, checkpoint):
+    for name in ("a.png", "b.png", "c.png"):
+        write_png(tmp_path / "in" / name)
+    out, marker = tmp_path / "out", tmp_path / "marker"
+    child = subprocess.Popen(
+        [PYTHON, "-c", SIGTERM_CHILD, str(checkpoint), str(marker), "predict", str(tmp_path / "in"), "--detector",
+         "none", "--weights", str(checkpoint), "--out", str(out), "--no-flip"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
+            time.sleep(0.05)
+        assert any(".part" in p.name for p in out.iterdir())  # caught in the act
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a_pose.jpg", "results.json"] and leftovers(out) == []
+    assert len(strict_json(out / "results.json")) == 1
+
+
+def test_remove_pending_deletes_temporaries_even_when_the_exception_is_swallowed(tmp_path):
+    from posekit.files import remove_pending
+
+    target = tmp_path / "x.bin"
+    writer = atomic_write(target)
+    file = writer.__enter__()
+    file.write(b"half")
+    assert len(leftovers(tmp_path)) == 1
+    remove_pending()  # what the SIGTERM handler does first
+    assert leftovers(tmp_path) == [] and not target.exists()
+    with pytest.raises(OutputError):  # the block can no longer be completed: nothing appears
+        writer.__exit__(None, None, None)
+    assert not target.exists() and leftovers(tmp_path) == []
+
+
+def test_an_image_that_cannot_be_drawn_is_a_warning_and_the_others_results_are_written(tmp_path, capsys, checkpoint):
+    folder = tmp_path / "in"
+    write_png(folder / "ok.png")
+    Image.new("RGB", (70000, 8), (90, 90, 90)).save(folder / "wide.png")  # wider than any JPEG may be
+    long_name = "x" * 250 + ".png"  # its drawing's name, x..._pose.jpg, is over the 255-byte limit
+    write_png(folder / long_name)
+    out = tmp_path / "out"
+    code, stdout, stderr = predict(capsys, folder, "--detector", "none", "--weights", checkpoint, "--out", out,
+                                   "--no-flip")
+    assert code == 0 and "3 images, 3 people" in stdout, stderr
+    warnings_ = warning_lines(stderr)
+    assert any(line.startswith(f"posekit predict: warning: {folder / 'wide.png'}: annotated image not written "
+                               "(70000x8 is larger than JPEG's limit of 65500 pixels per side)") for line in warnings_)
+    assert any(f"{folder / long_name}: annotated image not written (cannot write" in line and "File name too long"
+               in line for line in warnings_)
+    assert sorted(p.name for p in out.iterdir()) == ["ok_pose.jpg", "results.json"]
+    assert sorted(r["image_id"] for r in strict_json(out / "results.json")) == [0, 1, 2]
+    assert "Traceback" not in stderr and leftovers(tmp_path) == []
+
+
+def test_a_full_disk_while_drawing_ends_the_run_without_a_truncated_file(tmp_path, capsys, checkpoint, monkeypatch):
+    for name in ("a.png", "b.png"):
+        write_png(tmp_path / "in" / name)
+    out = tmp_path / "out"
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def disk_fills_up(figure, file, **kwargs):
+        if "b_pose" in written_path(file):
+            file.write(b"\xff\xd8\xff\xe0 the first blocks")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_savefig(figure, file, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_fills_up)
+    code, _, stderr = predict(capsys, tmp_path / "in", "--detector", "none", "--weights", checkpoint, "--out", out,
+                              "--no-flip")
+    assert code == 1 and error_lines(stderr) == [
+        f"posekit predict: error: cannot write {out / 'b_pose.jpg'} (No space left on device); the disk is full; "
+        "free some space or write elsewhere"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["a_pose.jpg"] and leftovers(tmp_path) == []
+
+
+FILE_SIZE_LIMIT_CHILD = """
+import dataclasses, resource, sys
+from posekit import weights
+from posekit.cli import main
+
+entry = dataclasses.replace(weights.get_weights(weights.DEFAULT_WEIGHTS), name="child_test", depth=18,
+                            input_size=(48, 64), filename=sys.argv[1].rsplit("/", 1)[-1])
+weights.WEIGHTS[entry.name] = entry
+# The kernel refuses writes past 20 kB from here on (EFBIG; Python ignores SIGXFSZ): a disk that fills up mid-file.
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+def test_a_file_size_limit_hit_mid_drawing_leaves_no_truncated_jpeg(tmp_path, checkpoint):
+    """A real write refused by the kernel half-way: the drawing is absent, not truncated; the others are written."""
+    write_png(tmp_path / "in" / "small.png", 40, 30)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 800, 3), dtype=np.uint8)).save(
+        tmp_path / "in" / "noisy.png")  # its drawing is far above 20 kB
+    out = tmp_path / "out"
+    child = subprocess.run(
+        [PYTHON, "-c", FILE_SIZE_LIMIT_CHILD, str(checkpoint), "predict", str(tmp_path / "in"), "--detector", "none",
+         "--weights", str(checkpoint), "--out", str(out), "--no-flip"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
+    )
+    assert child.returncode == 0, child.stderr
+    assert any(f"{tmp_path / 'in' / 'noisy.png'}: annotated image not written (cannot write {out / 'noisy_pose.jpg'}"
+               " (File too large)" in line for line in warning_lines(child.stderr)), child.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "small_pose.jpg"] and leftovers(out) == []
+    assert len(strict_json(out / "results.json")) == 2
