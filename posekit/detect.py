@@ -167,9 +167,9 @@ def load_detections(source: str | os.PathLike | list[dict] | dict) -> Detections
             schema (an id that is not an integer of int64 range, a bbox that is not 4 numbers);
             the message names the file and the first bad entry.
     """
-    if isinstance(source, (list, dict)):
-        return _group_detections(source, f"detections {type(source).__name__}")
-    return _group_detections(read_json(source, DetectionsFormatError, _SCHEMA), str(source))
+    if isinstance(source, (str, os.PathLike)):
+        return _group_detections(read_json(source, DetectionsFormatError, _SCHEMA), str(source))
+    return _group_detections(source, f"detections {type(source).__name__}")
 
 
 def read_boxes_file(path: str | os.PathLike) -> tuple[Detections, dict[str, int]]:

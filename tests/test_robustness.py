@@ -14,12 +14,14 @@ CLI picks it up by its file name as it does a release file; tiny images.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1020,3 +1022,480 @@ def test_a_file_size_limit_hit_mid_drawing_leaves_no_truncated_jpeg(tmp_path, ch
                " (File too large)" in line for line in warning_lines(child.stderr)), child.stderr
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "small_pose.jpg"] and leftovers(out) == []
     assert len(strict_json(out / "results.json")) == 2
+
+
+# ------------------------------------------------------------------------------------ valid, unambiguous output
+
+
+def reference_ids(names: list[str], file_ids: dict[str, int]) -> list[int | None]:
+    """The id each name asks for, by the documented rule, written independently: the annotation file's id,
+    else the digits after the last underscore (or the whole stem), else None (numbered by position)."""
+    wanted = []
+    for name in names:
+        stem = name.rsplit(".", 1)[0]
+        tail = stem.rsplit("_", 1)[-1]
+        wanted.append(file_ids[name] if name in file_ids else int(tail) if tail.isdigit() and tail.isascii() else None)
+    return wanted
+
+
+name_parts = st.sampled_from(["a", "img", "frame_", "COCO_val2014_", "x_y_", ""])
+
+
+@FUZZ
+@given(
+    entries=st.lists(st.tuples(name_parts, st.one_of(st.none(), st.integers(0, 12)), st.sampled_from([".jpg", ".png"])),
+                     min_size=1, max_size=12),
+    listed=st.dictionaries(st.integers(0, 11), st.integers(0, 15), max_size=4),
+)
+def test_image_ids_are_unique_and_keep_every_id_that_is_not_contested(entries, listed):
+    from posekit.cli import _image_ids
+
+    # Distinct folders, so equal names are different files (as a/img.jpg and b/img.jpg).
+    paths = [Path(f"d{i}") / f"{part}{'' if number is None else f'{number:0{i % 3 + 1}d}'}{suffix}"
+             for i, (part, number, suffix) in enumerate(entries)]
+    file_ids = {paths[i].name: value for i, value in listed.items() if i < len(paths)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids = _image_ids(paths, file_ids, boxes_given=False)
+    assert len(set(ids)) == len(ids) == len(paths)
+    wanted = reference_ids([p.name for p in paths], file_ids)
+    named = [w for w in wanted if w is not None]
+    for index, (got, want) in enumerate(zip(ids, wanted)):
+        earlier = [w for w in wanted[:index] if w is not None]
+        if want is not None and want not in earlier:
+            assert got == want  # the first file asking for an id gets it
+        elif want is None and index not in named and index not in ids[:index]:
+            assert got == index  # numbered by position when that number is free
+        else:
+            assert got > max(named + [len(paths) - 1])  # renumbered past every id in use
+    messages = " ".join(str(w.message) for w in caught)
+    by_position = any(want is None and got == index for index, (got, want) in enumerate(zip(ids, wanted)))
+    assert ("numbered by its position" in messages) == by_position
+    assert ("numbered after the largest id" in messages) == any(got > max(named + [len(paths) - 1]) for got in ids)
+    # With --boxes, a contested id is an error rather than boxes applied to the wrong image.
+    if any(got != want for got, want in zip(ids, [w if w is not None else i for i, w in enumerate(wanted)])):
+        with pytest.raises(DetectionsFormatError, match="both get image id"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _image_ids(paths, file_ids, boxes_given=True)
+
+
+def test_colliding_ids_with_boxes_are_one_error_naming_both_files(tmp_path, capsys, checkpoint):
+    first, second = write_png(tmp_path / "a" / "785.png"), write_png(tmp_path / "b" / "frame_000785.png")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"image_id": 785, "bbox": [1, 1, 20, 20]}]))
+    out = tmp_path / "out"
+    code, _, stderr = predict(capsys, first, second, "--boxes", boxes, "--weights", checkpoint, "--out", out)
+    assert code == 1 and error_lines(stderr) == [
+        f"posekit predict: error: {first} and {second} both get image id 785, so the boxes that --boxes gives for that "
+        "id could belong to either; expected inputs with distinct ids (rename or leave out one)"
+    ]
+    assert not out.exists()
+
+
+def test_colliding_ids_without_boxes_are_renumbered_and_said(tmp_path, capsys, checkpoint):
+    paths = [write_png(tmp_path / "a" / "1.png"), write_png(tmp_path / "b" / "0001.png"), write_png(tmp_path / "c.png")]
+    out = tmp_path / "out"
+    code, _, stderr = predict(capsys, *paths, "--detector", "none", "--weights", checkpoint, "--out", out, "--no-flip")
+    assert code == 0, stderr
+    # 1.png keeps 1; 0001.png would be 1 too: numbered after the largest id in use (1, or position 2): 3; c.png: 2.
+    assert [r["image_id"] for r in strict_json(out / "results.json")] == [1, 3, 2]
+    assert "1 image(s) have the image id of an earlier input: numbered after the largest id instead: 0001.png=3" \
+        in stderr
+    assert "1 image(s) have no image id in their file name" in stderr
+
+
+def test_one_file_under_many_spellings_is_one_image(tmp_path, capsys, checkpoint, monkeypatch):
+    from posekit.images import find_images
+
+    image = write_png(tmp_path / "a.png")
+    (tmp_path / "link.png").symlink_to(image)
+    os.link(image, tmp_path / "hard.png")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spellings = ["a.png", "./a.png", str(image), "sub/../a.png", "link.png", "hard.png", "*.png", "."]
+    assert find_images(spellings) == [Path("a.png")]  # the first spelling
+    out = tmp_path / "out"
+    code, stdout, stderr = predict(capsys, *spellings, "--detector", "none", "--weights", checkpoint, "--out", out,
+                                   "--no-flip")
+    assert code == 0 and "1 images, 1 people" in stdout, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a_pose.jpg", "results.json"]
+
+
+def test_nan_scores_never_reach_the_json(tmp_path, capsys, checkpoint):
+    # Python's json reads NaN and Infinity, as many writers produce them; a score of NaN makes a NaN person score.
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text('[{"image_id": 785, "bbox": [100, 50, 80, 200], "score": NaN},'
+                     ' {"image_id": 785, "bbox": [300, 50, 80, 200], "score": Infinity},'
+                     ' {"image_id": 785, "bbox": [200, 50, 80, 200], "score": 0.9}]')
+    out = tmp_path / "out"
+    code, stdout, stderr = predict(capsys, PHOTO, "--boxes", boxes, "--weights", checkpoint, "--out", out, "--no-flip")
+    assert code == 0, stderr
+    assert f"{PHOTO}: left 2 person(s) with NaN or infinite keypoints or score out of the results" in stderr
+    [person] = strict_json(out / "results.json")
+    assert person["image_id"] == 785 and np.isfinite(person["score"])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_writing_nan_as_json_is_refused_and_writes_nothing(tmp_path, value):
+    from posekit.files import write_json
+
+    with pytest.raises(OutputError, match="holds NaN or infinity, which JSON cannot represent"):
+        write_json(tmp_path / "r.json", [{"score": value}])
+    result = coco.EvalResult(stats={}, results=[{"score": value}], timing={}, num_people=1, num_images=1)
+    with pytest.raises(OutputError, match="NaN or infinity"):
+        result.save_results(tmp_path / "eval.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ clear errors: boxes and detections
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+)
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=5), inner, max_size=4)), max_leaves=12)
+ids = st.one_of(st.integers(-5, 2**64), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.text(max_size=3),
+                st.just(2**63 - 1), st.just(1e300), st.just(785.0))
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**1100, 2**1100))
+entries = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"image_id": ids, "bbox": st.one_of(st.lists(numbers, min_size=3, max_size=5), json_values)},
+        optional={"score": st.one_of(numbers, json_values), "category_id": st.sampled_from([1, 2, "1", None])},
+    ),
+)
+
+
+@FUZZ
+@given(content=st.one_of(st.lists(entries, max_size=8), st.fixed_dictionaries({"annotations": st.lists(entries, max_size=6)}),
+                         json_values))
+def test_any_detections_content_loads_or_is_one_detections_format_error(content):
+    from posekit.detect import load_detections
+
+    try:
+        by_image = load_detections(content)
+    except DetectionsFormatError as error:
+        assert "\n" not in str(error) and "expected" in str(error)
+        return
+    entries_ = content["annotations"] if isinstance(content, dict) else content
+    people = [e for e in entries_ if e.get("category_id", 1) == 1]
+    assert sum(len(scores) for _, scores in by_image.values()) == len(people)
+    for image_id, (boxes, scores) in by_image.items():
+        assert isinstance(image_id, int) and 0 <= image_id < 2**63
+        assert boxes.shape == (len(scores), 4) and boxes.dtype == scores.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[{"image_id": Infinity, "bbox": [1, 2, 3, 4]}]', "'image_id' must be an integer between 0 and"),
+        ('[{"image_id": NaN, "bbox": [1, 2, 3, 4]}]', "'image_id' must be an integer"),
+        ('[{"image_id": 1e300, "bbox": [1, 2, 3, 4]}]', "'image_id' must be an integer"),
+        ('[{"image_id": 99999999999999999999999, "bbox": [1, 2, 3, 4]}]', "'image_id' must be an integer"),
+        ('[{"image_id": -1, "bbox": [1, 2, 3, 4]}]', "'image_id' must be an integer"),
+        ('[{"image_id": true, "bbox": [1, 2, 3, 4]}]', "'image_id' must be an integer"),
+        ('[{"image_id": 1, "bbox": [1, 2, 3, 1' + "0" * 400 + "]}]", "'bbox' must be 4 numbers"),
+        ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply to read"),
+        ('[{"image_id": 1, "bbox": [1, 2, 3, 4]}', "not readable JSON"),
+        ("[1, 2, 1" + "0" * 5000 + "]", "not readable JSON"),  # more digits than Python turns into an int
+    ],
+    ids=["inf-id", "nan-id", "1e300-id", "huge-int-id", "negative-id", "bool-id", "huge-bbox", "nested", "cut",
+         "5000-digits"],
+)
+def test_hostile_detection_files_are_one_error_line(tmp_path, capsys, checkpoint, text, message):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(text)
+    out = tmp_path / "out"
+    code, _, stderr = predict(capsys, PHOTO, "--boxes", boxes, "--weights", checkpoint, "--out", out)
+    assert code == 1 and "Traceback" not in stderr
+    [line] = stderr.strip().splitlines()
+    assert line.startswith(f"posekit predict: error: {boxes}: ") and message in line and len(line) < 600
+    assert not out.exists()
+
+
+def test_a_boxes_file_with_a_byte_order_mark_or_a_785_0_id_is_read(tmp_path, capsys, checkpoint):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"image_id": 785.0, "bbox": [100, 50, 80, 200]}]).encode())
+    code, stdout, stderr = predict(capsys, PHOTO, "--boxes", boxes, "--weights", checkpoint, "--out", tmp_path / "out",
+                                   "--no-flip")
+    assert code == 0 and "1 images, 1 people" in stdout, stderr
+
+
+def test_a_boxes_file_that_can_be_read_only_once_works(tmp_path, capsys, checkpoint):
+    """A FIFO, as `--boxes <(zcat boxes.json.gz)` gives: posekit 0.1 opened it twice and waited forever."""
+    fifo = tmp_path / "boxes.fifo"
+    os.mkfifo(fifo)
+    content = json.dumps([{"image_id": 785, "bbox": [100, 50, 80, 200]}]).encode()
+    stop = threading.Event()
+
+    def writer():
+        with open(fifo, "wb") as pipe:  # waits for the reader
+            pipe.write(content)
+        while not stop.is_set():  # a second reader gets an empty file (an error), never a hang
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        code, stdout, stderr = predict(capsys, PHOTO, "--boxes", fifo, "--weights", checkpoint, "--out",
+                                       tmp_path / "out", "--no-flip")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert code == 0 and "1 images, 1 people" in stdout, stderr
+
+
+def test_devices_and_fifos_as_image_inputs_are_skipped_without_blocking(tmp_path, capsys, checkpoint):
+    fifo = tmp_path / "camera.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        load_image(fifo)
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        load_image("/dev/zero")  # would never end
+    code, stdout, stderr = predict(capsys, fifo, "/dev/zero", PHOTO, "--detector", "none", "--weights", checkpoint,
+                                   "--out", tmp_path / "out", "--no-flip")
+    assert code == 0 and "1 images" in stdout
+    for name in (fifo, "/dev/zero"):
+        assert f"posekit predict: warning: {name}: not a regular file (a FIFO, device or socket)" in stderr
+
+
+finite_or_not = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([5e-324, 1e-310, 1e-45, 1e-40, 1e-300, 1e-4, 1e-3, 1e300, -0.0]),
+)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(boxes=st.lists(st.tuples(finite_or_not, finite_or_not, finite_or_not, finite_or_not), min_size=1, max_size=4))
+def test_any_float_boxes_give_finite_keypoints_or_a_warning_never_an_exception(estimator, boxes):
+    image = smooth_rgb(40, 30)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        people = estimator.estimate(image, np.array(boxes, dtype=np.float64), name="fuzz.jpg")
+    dropped = len(boxes) - len(people)
+    assert (dropped > 0) == any("fuzz.jpg (40x30): skipped" in str(w.message) for w in caught)
+    for person in people:
+        assert np.isfinite(person.keypoints).all() and (person.box[2:] >= 1e-3).all()
+        assert (person.box[:2] >= 0).all() and person.box[0] + person.box[2] <= 40 + 1e-3
+
+
+@pytest.mark.parametrize("side", [5e-324, 1e-310, 1e-40, 1e-300])
+def test_subnormal_box_sizes_in_a_boxes_file_are_a_warning(tmp_path, capsys, checkpoint, side):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"image_id": 785, "bbox": [10, 10, side, side]},
+                                 {"image_id": 785, "bbox": [100, 50, 80, 200]}]))
+    code, stdout, stderr = predict(capsys, PHOTO, "--boxes", boxes, "--weights", checkpoint, "--out", tmp_path / "out",
+                                   "--no-flip")
+    assert code == 0 and "1 images, 1 people" in stdout, stderr
+    [warning] = warning_lines(stderr)
+    assert "skipped 1 person box(es) that are not finite, have no area (a side under 0.001 px" in warning
+
+
+# ------------------------------------------------------------------------------------ clear errors: eval, CLI numbers
+
+
+def coco_root(tmp_path: Path, change=None) -> Path:
+    """A COCO layout of the bundled sample, its annotation file changed by ``change``."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    for image in SAMPLE.glob("*.jpg"):
+        (root / "val2017" / image.name).symlink_to(image)
+    data = json.loads(ANNOTATIONS.read_text())
+    if change:
+        change(data, root)
+    (root / "annotations" / "person_keypoints_val2017.json").write_text(json.dumps(data))
+    return root
+
+
+def run_eval(capsys, root, checkpoint, *extra) -> tuple[int, str]:
+    code = main(["eval", "--coco-root", str(root), "--weights", str(checkpoint), "--no-flip", *map(str, extra)])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "where, field, value, expected",
+    [
+        ("images", "id", "785", "a whole number"),
+        ("images", "file_name", 785, "a non-empty string"),
+        ("images", "width", "640", "a whole number > 0"),
+        ("images", "height", -1, "a whole number > 0"),
+        ("annotations", "image_id", [785], "a whole number"),
+        ("annotations", "bbox", "1,2,3,4", "4 numbers [x, y, w, h], all finite"),
+        ("annotations", "bbox", [1, 2, 3, None], "4 numbers [x, y, w, h], all finite"),
+        ("annotations", "keypoints", {"nose": [1, 2]}, "51 numbers (x, y, v per joint), all finite"),
+        ("annotations", "iscrowd", "no", "0 or 1"),
+        ("annotations", "area", None, "a finite number"),
+        ("annotations", "category_id", 1.5, "a whole number"),
+        ("annotations", "num_keypoints", True, "a whole number"),
+    ],
+)
+def test_eval_annotation_fields_of_the_wrong_type_are_one_line(tmp_path, capsys, checkpoint, where, field, value,
+                                                               expected):
+    def change(data, root):
+        data[where][1][field] = value
+
+    root = coco_root(tmp_path, change)
+    code, stderr = run_eval(capsys, root, checkpoint, "--workers", 0)
+    ann_file = root / "annotations" / "person_keypoints_val2017.json"
+    assert code == 1 and error_lines(stderr) == [
+        f"posekit eval: error: {ann_file}: {where}[1].{field} is {type(value).__name__} {value!r}; expected {expected}"
+    ], stderr
+    assert "Traceback" not in stderr
+
+
+def test_eval_with_a_missing_image_is_one_line_before_any_worker_starts(tmp_path, capsys, checkpoint):
+    root = coco_root(tmp_path, lambda data, root: (root / "val2017" / "000000040083.jpg").unlink())
+    code, stderr = run_eval(capsys, root, checkpoint, "--workers", 2)
+    assert code == 1 and error_lines(stderr) == [
+        f"posekit eval: error: {root / 'val2017'}: 1 image(s) that {root / 'annotations' / 'person_keypoints_val2017.json'}"
+        " lists are missing (000000040083.jpg); expected the images of that annotation file in that folder"
+    ]
+
+
+def test_eval_with_a_corrupt_image_read_by_a_worker_is_one_line(tmp_path, capsys, checkpoint):
+    def corrupt(data, root):
+        (root / "val2017" / "000000040083.jpg").unlink()
+        (root / "val2017" / "000000040083.jpg").write_bytes((SAMPLE / "000000040083.jpg").read_bytes()[:2000])
+
+    root = coco_root(tmp_path, corrupt)
+    code, stderr = run_eval(capsys, root, checkpoint, "--workers", 1)
+    [line] = error_lines(stderr)
+    assert code == 1 and line.startswith(f"posekit eval: error: {root / 'val2017' / '000000040083.jpg'}: truncated")
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "--coco-root", "x", "--batch-size", "0"], "argument --batch-size: '0': expected a whole number >= 1"),
+        (["eval", "--coco-root", "x", "--workers", "-1"], "argument --workers: '-1': expected a whole number >= 0"),
+        (["eval", "--coco-root", "x", "--limit", "0"], "argument --limit: '0': expected a whole number >= 1"),
+        (["eval", "--coco-root", "x", "--batch-size", "2.5"], "argument --batch-size: '2.5': expected a whole number"),
+        (["bench", "--input", "0x0"], "argument --input: '0x0': expected HEIGHTxWIDTH, multiples of 32"),
+        (["bench", "--input", "256x-192"], "argument --input: '256x-192': expected HEIGHTxWIDTH"),
+        (["bench", "--batches", "0"], "argument --batches: '0': expected a whole number >= 1"),
+        (["bench", "--max-batch", "-3"], "argument --max-batch: '-3': expected a whole number >= 1"),
+        (["bench", "--repeats", "0"], "argument --repeats: '0': expected a whole number >= 1"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_by_the_argument_parser(capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    stderr = capsys.readouterr().err
+    [line] = error_lines(stderr)
+    assert exited.value.code == 2 and line.startswith(f"posekit {argv[0]}: error: {message}")
+
+
+# ------------------------------------------------------------------------------------ clear errors: devices, Python API
+
+
+@pytest.mark.parametrize("device", ["xpu", "hpu", "meta", "cuda:abc", "vulkan", "privateuseone", None, 3.5, "cuda:-1"])
+def test_devices_torch_knows_but_posekit_cannot_use_are_one_posekit_error(device):
+    from posekit.estimator import resolve_device
+
+    if device == "xpu" and getattr(torch, "xpu", None) is not None and torch.xpu.is_available():
+        pytest.skip("this machine has an XPU")
+    with pytest.raises(PosekitError) as error:
+        resolve_device(device)
+    message = str(error.value)
+    assert "\n" not in message and ("use device cpu" in message or "expected auto, cpu" in message)
+
+
+def test_a_device_without_a_backend_on_the_command_line_is_one_line(tmp_path, capsys, checkpoint):
+    out = tmp_path / "out"
+    for device in ("meta", "hpu"):
+        code, _, stderr = predict(capsys, PHOTO, "--detector", "none", "--weights", checkpoint, "--device", device,
+                                  "--out", out)
+        [line] = stderr.strip().splitlines()
+        assert code == 1 and line.startswith(f"posekit predict: error: device {device} ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "source, error, message",
+    [
+        (b"\xff\xd8\xff", ArgumentError, r"image of type bytes: expected a file path .*PIL.Image.open\(io.BytesIO"),
+        (torch.zeros(3, 30, 40, dtype=torch.uint8), ArgumentError, r"image of type Tensor: .*permute\(1, 2, 0\)"),
+        (None, ArgumentError, "image of type NoneType: expected a file path"),
+        (42, ArgumentError, "image of type int: expected a file path"),
+        (np.zeros((30, 40), complex), ImageReadError, "image array of dtype complex128: expected numbers"),
+        (np.zeros((30, 40, 3), object), ImageReadError, "image array of dtype object: expected numbers"),
+        (np.array(["a", "b"]), ImageReadError, "dtype <U1"),
+    ],
+    ids=["bytes", "tensor", "none", "int", "complex", "object", "strings"],
+)
+def test_python_api_images_of_the_wrong_kind_say_what_is_accepted(estimator, source, error, message):
+    with pytest.raises(error, match=message):
+        estimator(source)
+    with pytest.raises(PosekitError, match=message):
+        load_image(source)
+
+
+@pytest.mark.parametrize("max_batch", [2.5, True, "8", None, 0, -1])
+def test_max_batch_of_the_wrong_kind_is_an_argument_error(max_batch):
+    with pytest.raises(ArgumentError, match=r"max_batch must be a whole number >= 1 \(people per network call\)"):
+        PoseEstimator(None, depth=18, device="cpu", max_batch=max_batch)
+    assert PoseEstimator(None, depth=18, device="cpu", max_batch=np.int64(3)).max_batch == 3
+
+
+@pytest.mark.parametrize("pose_weights", [123, b"pose_resnet_50_256x192", {"conv1.weight": 0}])
+def test_pose_weights_of_the_wrong_kind_is_an_argument_error(pose_weights):
+    with pytest.raises(ArgumentError, match="expected a registered name .*, a checkpoint path .*, or None"):
+        PoseEstimator(pose_weights, device="cpu")
+
+
+def test_channels_other_than_rgb_or_bgr_is_an_argument_error():
+    with pytest.raises(ArgumentError, match="channels must be 'rgb' or 'bgr', got 'RGB '"):
+        load_image(smooth_rgb(4, 4), channels="RGB ")
+
+
+# ------------------------------------------------------------------------------------ scale
+
+
+def test_grouping_a_large_detections_file_matches_a_plain_grouping(tmp_path):
+    """100k entries over 5000 images: the linear grouping gives what a dictionary of lists gives."""
+    from posekit.detect import read_boxes_file
+
+    rng = np.random.default_rng(0)
+    image_ids = rng.integers(0, 5000, 100_000)
+    bboxes = rng.uniform(0, 600, (100_000, 4)).round(2)
+    scores = rng.uniform(0, 1, 100_000).round(3)
+    categories = np.where(rng.uniform(size=100_000) < 0.1, 2, 1)
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps([
+        {"image_id": int(i), "category_id": int(c), "bbox": b.tolist(), "score": float(s)}
+        for i, c, b, s in zip(image_ids, categories, bboxes, scores)
+    ]))
+    by_image, _ = read_boxes_file(path)
+    expected: dict[int, list[int]] = {}
+    for row, (image_id, category) in enumerate(zip(image_ids.tolist(), categories.tolist())):
+        if category == 1:
+            expected.setdefault(image_id, []).append(row)
+    assert list(by_image) == list(expected)  # images in order of first appearance
+    for image_id, rows in expected.items():
+        np.testing.assert_array_equal(by_image[image_id][0], bboxes[rows])
+        np.testing.assert_array_equal(by_image[image_id][1], scores[rows])
+
+
+def test_the_summary_time_includes_reading_the_boxes(tmp_path, capsys, checkpoint, monkeypatch):
+    """posekit 0.1 started its clock after reading --boxes: minutes of reading showed as under a second."""
+    from posekit import detect
+
+    real = detect.read_boxes_file
+
+    def slow(path):
+        time.sleep(1.0)
+        return real(path)
+
+    monkeypatch.setattr(detect, "read_boxes_file", slow)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"image_id": 785, "bbox": [100, 50, 80, 200]}]))
+    code, stdout, _ = predict(capsys, PHOTO, "--boxes", boxes, "--weights", checkpoint, "--out", tmp_path / "out",
+                              "--no-flip")
+    match = re.search(r"1 people in ([\d.]+) s \(([\d.]+) s reading the inputs and loading the networks", stdout)
+    assert code == 0 and match, stdout
+    assert float(match.group(1)) >= 1.0 and float(match.group(2)) >= 1.0
