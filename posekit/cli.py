@@ -485,13 +485,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _height_by_width(text: str) -> tuple[int, int]:
-    """'256x192' (height x width, as the weights are named) -> (width, height), both positive multiples of 32."""
+    """'256x192' (height x width, as the weights are named) -> (width, height), both positive."""
     try:
         height, width = (int(part) for part in text.lower().split("x"))
     except ValueError:
         height = width = 0
-    if height < 32 or width < 32 or height % 32 or width % 32:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH, multiples of 32 such as 256x192")
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH in pixels, such as 256x192")
     return width, height
 
 
