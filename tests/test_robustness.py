@@ -9,6 +9,13 @@ test_weights, test_coco); this file checks the guarantees that cut across them:
 - no output file is ever half-written, whatever fails and when (files via atomic_write);
 - output files of same-named inputs do not overwrite each other.
 
+The adversarial suite at the end (issue 15) has one section per class of failure found in 0.1:
+special output files (devices, FIFOs, symlinks, sockets, a full device), outputs colliding with
+inputs, signals and full disks mid-write, undrawable images, image ids and NaN in results, hostile
+detection and annotation files (fuzzed with hypothesis), CLI numbers, devices, Python API kinds,
+and the scale of detection files. Subprocess tests cover what only a real process shows (SIGTERM's
+exit status, the kernel refusing a write).
+
 Random weights throughout: a depth-18 network with 64x48 crops, registered for the module so the
 CLI picks it up by its file name as it does a release file; tiny images.
 """
