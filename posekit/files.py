@@ -120,6 +120,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         info = os.stat(path)  # follows a symlink: what counts is the file it leads to
     except FileNotFoundError:
         info = None
+    except FileExistsError:  # mkdir met a file, a device ... where the folder should be
+        raise _cannot_write(path, OSError(errno.ENOTDIR, f"{path.parent} is not a folder")) from None
     except OSError as error:
         raise _cannot_write(path, error) from None
     kind = None if info is None else _special_kind(info.st_mode)

@@ -53,7 +53,6 @@ from posekit import coco, viz, weights
 from posekit.cli import main
 from posekit.crop import box_to_center_scale, crop_batch
 from posekit.errors import (
-    AnnotationError,
     ArgumentError,
     CheckpointError,
     DetectionsFormatError,
@@ -778,6 +777,24 @@ def test_predict_json_on_special_files(tmp_path, capsys, checkpoint):
     with Image.open(out / "000000000785_pose.jpg") as drawn:
         drawn.verify()
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("out", ["/dev/null", "fifo", "file"])
+def test_predict_out_that_is_not_a_folder_is_one_line_and_stays(tmp_path, capsys, checkpoint, out):
+    path = {"/dev/null": Path("/dev/null"), "fifo": tmp_path / "fifo", "file": tmp_path / "file"}[out]
+    if out == "fifo":
+        os.mkfifo(path)
+    elif out == "file":
+        path.write_text("mine")
+    kind = stat.S_IFMT(path.stat().st_mode)
+    code, _, stderr = predict(capsys, PHOTO, "--detector", "none", "--weights", checkpoint, "--out", path, "--no-flip")
+    assert code == 1 and error_lines(stderr) == [
+        f"posekit predict: error: cannot write {path / '000000000785_pose.jpg'} ({path} is not a folder); expected a "
+        "writable folder and file name"
+    ]
+    assert stat.S_IFMT(path.stat().st_mode) == kind and leftovers(tmp_path) == []
+    if out == "file":
+        assert path.read_text() == "mine"
 
 
 # ------------------------------------------------------------------------------------ overwriting the user's files
