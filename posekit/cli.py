@@ -329,8 +329,10 @@ def _image_ids(paths: list[Path], file_ids: dict[str, int], boxes_given: bool) -
 
     named = []
     for path in paths:
-        number = re.fullmatch(r"(?:.*_)?(\d+)", path.stem)
-        named.append(file_ids.get(path.name, int(number.group(1)) if number else None))
+        number = re.fullmatch(r"(?:.*_)?([0-9]+)", path.stem)
+        # Beyond int64 no COCO tool can hold the id: such a name counts as having none.
+        from_name = int(number.group(1)) if number and int(number.group(1)) < 2**63 else None
+        named.append(file_ids.get(path.name, from_name))
     # An id belongs to the first input named with it; positions come second.
     owners: dict[int, Path] = {}
     for path, number in zip(paths, named):
@@ -378,15 +380,15 @@ def _drawing_paths(paths: list[Path], out: Path, inputs: dict) -> list[Path]:
 
     from posekit.files import file_key
 
-    drawings: list[Path] = []
+    drawings: dict[Path, None] = {}  # ordered, and a set for the membership test (100k images stay linear)
     for path, name in zip(paths, _output_stems(paths)):
         drawing, number = out / f"{name}_pose.jpg", 2
         while file_key(drawing) in inputs or drawing in drawings:
             drawing, number = out / f"{name}_{number}_pose.jpg", number + 1
         if number > 2:
             warnings.warn(f"{out / f'{name}_pose.jpg'} is an input: the drawing of {path} goes to {drawing}")
-        drawings.append(drawing)
-    return drawings
+        drawings[drawing] = None
+    return list(drawings)
 
 
 def _coco_results(path: Path, image_id: int, keypoints: np.ndarray, box_scores: list[float]) -> list[dict]:

@@ -168,6 +168,7 @@ def load_keypoint_annotations(ann_file: str | os.PathLike) -> dict:
     validate.check_records(dataset["images"], _IMAGE_FIELDS, f"{path}: images", AnnotationError)
     validate.check_records(dataset["annotations"], _ANNOTATION_FIELDS, f"{path}: annotations", AnnotationError)
     dataset.setdefault("categories", [{"id": PERSON_CATEGORY_ID, "name": "person"}])
+    validate.check_records(dataset["categories"], {"id": validate.INTEGER}, f"{path}: categories", AnnotationError)
     return dataset
 
 

@@ -172,8 +172,8 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     skipped; a glob gives its matches, sorted. Order follows ``inputs``. A file reached twice,
     under any spelling (``a.jpg``, ``./a.jpg``, its absolute path, a symlink or hard link to
     it), is kept once, under its first spelling. An input that exists neither as a path nor as
-    a glob match, is not a regular file (a FIFO, a device) or is a folder that cannot be read
-    gets a warning and is skipped.
+    a glob match, is empty, is not a regular file (a FIFO, a device) or is a folder that cannot
+    be read gets a warning and is skipped.
 
     Raises:
         ImageReadError: nothing at all was found.
@@ -187,7 +187,9 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
     for item in map(str, inputs):
         path = Path(item)
-        if path.is_dir():
+        if not item:  # Path("") is the current folder: an unset shell variable must not pick up everything there
+            warnings.warn("an empty input (an unset variable?); skipped", stacklevel=2)
+        elif path.is_dir():
             try:
                 files = sorted(p for p in path.iterdir() if p.is_file())
             except OSError as error:

@@ -1093,6 +1093,17 @@ def test_image_ids_are_unique_and_keep_every_id_that_is_not_contested(entries, l
             _image_ids(paths, file_ids, boxes_given=True)
 
 
+def test_numbers_in_names_beyond_int64_or_not_ascii_are_no_image_ids():
+    from posekit.cli import _image_ids
+
+    paths = [Path("9" * 30 + ".jpg"), Path(f"{2**63}.jpg"), Path(f"{2**63 - 1}.jpg"), Path("\u0663\u0664.jpg")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids = _image_ids(paths, {}, boxes_given=False)
+    assert ids == [0, 1, 2**63 - 1, 3]
+    assert any("3 image(s) have no image id in their file name" in str(w.message) for w in caught)
+
+
 def test_colliding_ids_with_boxes_are_one_error_naming_both_files(tmp_path, capsys, checkpoint):
     first, second = write_png(tmp_path / "a" / "785.png"), write_png(tmp_path / "b" / "frame_000785.png")
     boxes = tmp_path / "boxes.json"
@@ -1234,6 +1245,17 @@ def test_a_boxes_file_that_can_be_read_only_once_works(tmp_path, capsys, checkpo
     assert code == 0 and "1 images, 1 people" in stdout, stderr
 
 
+def test_an_empty_input_is_skipped_not_the_current_folder(tmp_path, capsys, checkpoint, monkeypatch):
+    write_png(tmp_path / "unrelated.png")
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = predict(capsys, "", PHOTO, "--detector", "none", "--weights", checkpoint, "--out",
+                                   tmp_path / "out", "--no-flip")
+    assert code == 0 and "1 images" in stdout
+    assert "posekit predict: warning: an empty input (an unset variable?); skipped" in stderr
+    code, _, stderr = predict(capsys, "", "--detector", "none", "--weights", checkpoint, "--out", tmp_path / "out")
+    assert code == 1 and error_lines(stderr)[0].startswith("posekit predict: error: no images found")
+
+
 def test_devices_and_fifos_as_image_inputs_are_skipped_without_blocking(tmp_path, capsys, checkpoint):
     fifo = tmp_path / "camera.fifo"
     os.mkfifo(fifo)
@@ -1330,6 +1352,19 @@ def test_eval_annotation_fields_of_the_wrong_type_are_one_line(tmp_path, capsys,
     assert code == 1 and error_lines(stderr) == [
         f"posekit eval: error: {ann_file}: {where}[1].{field} is {type(value).__name__} {value!r}; expected {expected}"
     ], stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("categories", ["person", [{"id": "1", "name": "person"}], [7]])
+def test_eval_categories_of_the_wrong_type_are_one_line(tmp_path, capsys, checkpoint, categories):
+    def change(data, root):
+        data["categories"] = categories
+
+    root = coco_root(tmp_path, change)
+    code, stderr = run_eval(capsys, root, checkpoint, "--workers", 0)
+    [line] = error_lines(stderr)
+    assert code == 1 and line.startswith(
+        f"posekit eval: error: {root / 'annotations' / 'person_keypoints_val2017.json'}: categories")
     assert "Traceback" not in stderr
 
 
