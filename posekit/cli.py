@@ -278,7 +278,7 @@ def _plan_predict(args: argparse.Namespace) -> tuple[list[Path], dict | None, li
     """Everything ``predict`` settles before loading a network: the images, the --boxes, an image id and a
     drawing path per image, and the results file; no output may be one of the inputs."""
     from posekit.detect import read_boxes_file
-    from posekit.files import file_key
+    from posekit.files import check_writable, file_key
     from posekit.images import find_images
 
     paths = _without_earlier_drawings(find_images(args.inputs), args)
@@ -292,6 +292,7 @@ def _plan_predict(args: argparse.Namespace) -> tuple[list[Path], dict | None, li
         raise PosekitError(f"--json {json_path} is the input {inputs[file_key(json_path)]}; expected a new file name")
     if os.path.realpath(json_path) in {os.path.realpath(drawing) for drawing in drawings}:
         raise PosekitError(f"--json {json_path} is where an annotated image goes; expected another file name")
+    check_writable(json_path)  # a folder in the way fails now, not after the last image
     return paths, boxes, image_ids, drawings, json_path
 
 

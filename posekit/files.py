@@ -117,22 +117,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     encoding = None if mode == "wb" else "utf-8"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        info = os.stat(path)  # follows a symlink: what counts is the file it leads to
-    except FileNotFoundError:
-        info = None
     except FileExistsError:  # mkdir met a file, a device ... where the folder should be
         raise _cannot_write(path, OSError(errno.ENOTDIR, f"{path.parent} is not a folder")) from None
     except OSError as error:
         raise _cannot_write(path, error) from None
+    info = check_writable(path)
     kind = None if info is None else _special_kind(info.st_mode)
-    if kind in ("character device", "FIFO"):
+    if kind is not None:  # a character device or a FIFO
         with _write_through(path, mode, encoding, kind) as file:
             yield file
         return
-    if kind is not None:
-        error = OutputError(f"cannot write {path}: it is a {kind}, which posekit does not replace; expected a file name")
-        error.errno = errno.EISDIR if kind == "folder" else errno.EINVAL
-        raise error
     # A symlink (or a chain of them) is kept and the file it leads to is replaced.
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     temporary = _temporary_name(target)
@@ -156,6 +150,29 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
     finally:
         _PENDING.discard(temporary)
+
+
+def check_writable(path: str | os.PathLike) -> os.stat_result | None:
+    """What :func:`atomic_write` finds at ``path`` (following symlinks): None for nothing yet, else its
+    stat; for checking an output before a long run rather than failing at its end.
+
+    Raises:
+        OutputError: ``path`` is something atomic_write refuses (a folder, a block device, a socket),
+            or lies below a file; FIFOs and character devices pass (they are written through).
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+    kind = _special_kind(info.st_mode)
+    if kind not in (None, "character device", "FIFO"):
+        error = OutputError(f"cannot write {path}: it is a {kind}, which posekit does not replace; expected a file name")
+        error.errno = errno.EISDIR if kind == "folder" else errno.EINVAL
+        raise error
+    return info
 
 
 def remove_pending() -> None:

@@ -449,7 +449,8 @@ def test_unwritable_outputs_are_one_line_naming_the_path(tmp_path, capsys, check
     folder_in_the_way.mkdir()
     code, _, stderr = predict(capsys, PHOTO, "--detector", "none", "--weights", checkpoint, "--out", tmp_path / "out",
                               "--json", folder_in_the_way, "--no-flip")
-    assert code == 1 and f"cannot write {folder_in_the_way}" in stderr and "Traceback" not in stderr
+    assert code == 1 and f"cannot write {folder_in_the_way}: it is a folder" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()  # refused before the first image, not after the last
     assert leftovers(tmp_path) == []
 
 
@@ -787,10 +788,12 @@ def test_predict_out_that_is_not_a_folder_is_one_line_and_stays(tmp_path, capsys
     elif out == "file":
         path.write_text("mine")
     kind = stat.S_IFMT(path.stat().st_mode)
-    code, _, stderr = predict(capsys, PHOTO, "--detector", "none", "--weights", checkpoint, "--out", path, "--no-flip")
-    assert code == 1 and error_lines(stderr) == [
-        f"posekit predict: error: cannot write {path / '000000000785_pose.jpg'} ({path} is not a folder); expected a "
-        "writable folder and file name"
+    code, stdout, stderr = predict(capsys, PHOTO, "--detector", "none", "--weights", checkpoint, "--out", path,
+                                   "--no-flip")
+    # Found while planning, before a network is loaded: the results file cannot go there either.
+    assert code == 1 and stdout == "" and error_lines(stderr) == [
+        f"posekit predict: error: cannot write {path / 'results.json'} (Not a directory); expected a writable folder "
+        "and file name"
     ]
     assert stat.S_IFMT(path.stat().st_mode) == kind and leftovers(tmp_path) == []
     if out == "file":
