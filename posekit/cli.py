@@ -454,7 +454,7 @@ def _warnings_as_lines(command: str) -> Iterator[None]:
     from tqdm.auto import tqdm
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        tqdm.write(f"posekit {command}: warning: {message}", file=sys.stderr)
+        tqdm.write(f"posekit {command}: warning: {_one_line(message)}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
@@ -600,15 +600,17 @@ def _signals_unwind() -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def _one_line(error: BaseException) -> str:
-    """The error's message on one line. An error raised in a DataLoader worker arrives with the worker's
-    traceback in its message; its last line holds the original message."""
+def _one_line(message: object) -> str:
+    """A message (an exception or a warning) on one line. An error raised in a DataLoader worker arrives
+    with the worker's traceback in its message: its last line holds the original message. Control
+    characters (a newline in a file name) are shown escaped, as in Python strings."""
     import re
 
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return lines[0] if lines else type(error).__name__
-    return re.sub(r"^[\w.]+: ", "", lines[-1].strip())
+    text = str(message)
+    if "Traceback (most recent call last)" in text:
+        text = re.sub(r"^[\w.]+: ", "", text.strip().splitlines()[-1].strip())
+    escaped = re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match.group())[1:-1], text)
+    return escaped or type(message).__name__
 
 
 if __name__ == "__main__":

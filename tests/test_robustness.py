@@ -1248,6 +1248,21 @@ def test_a_boxes_file_that_can_be_read_only_once_works(tmp_path, capsys, checkpo
     assert code == 0 and "1 images, 1 people" in stdout, stderr
 
 
+def test_control_characters_in_file_names_cannot_split_or_colour_a_message(tmp_path, capsys, checkpoint):
+    bad = tmp_path / "two\nlines\x1b[31m.png"
+    bad.write_text("not a PNG")
+    boxes = tmp_path / "boxes\r\n.json"
+    boxes.write_text("[")
+    code, _, stderr = predict(capsys, bad, PHOTO, "--detector", "none", "--weights", checkpoint, "--out",
+                              tmp_path / "out", "--no-flip")
+    assert code == 0 and "\x1b" not in stderr
+    [warning] = [line for line in stderr.replace("\r", "\n").splitlines() if "lines" in line]
+    assert warning.startswith(f"posekit predict: warning: {tmp_path}/two\\nlines\\x1b[31m.png: not an image file")
+    code, _, stderr = predict(capsys, PHOTO, "--boxes", boxes, "--weights", checkpoint, "--out", tmp_path / "out")
+    [line] = stderr.strip().splitlines()
+    assert code == 1 and line.startswith(f"posekit predict: error: {tmp_path}/boxes\\r\\n.json: not readable JSON")
+
+
 def test_an_empty_input_is_skipped_not_the_current_folder(tmp_path, capsys, checkpoint, monkeypatch):
     write_png(tmp_path / "unrelated.png")
     monkeypatch.chdir(tmp_path)
