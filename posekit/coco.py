@@ -460,6 +460,8 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
+    batch_size = validate.whole_number(batch_size, "batch_size", "crops per network call")
+    num_workers = validate.whole_number(num_workers, "num_workers", "DataLoader worker processes", minimum=0)
     if len(dataset) == 0:
         raise PosekitError(f"{dataset.ann_file}: no person to evaluate with these boxes; expected at least one")
     if device is not None and isinstance(model, torch.nn.Module):

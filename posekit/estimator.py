@@ -22,7 +22,7 @@ from posekit.errors import BoxError, PosekitError
 from posekit.heatmaps import decode, flip_back
 from posekit.images import ImageSource, load_image, sanitize_boxes
 from posekit.model import pose_resnet
-from posekit.validate import check_device_type, check_weights_argument, positive_int
+from posekit.validate import check_device_type, check_weights_argument, whole_number
 from posekit.weights import DEFAULT_WEIGHTS, WEIGHTS, PoseWeights, get_weights, load_weights
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class PoseEstimator:
         max_batch: int = 64,
         depth: int = 50,
     ) -> None:
-        max_batch = positive_int(max_batch, "max_batch", "people per network call")
+        max_batch = whole_number(max_batch, "max_batch", "people per network call")
         check_weights_argument(pose_weights)
         self.device = resolve_device(device)
         registered = _registered_entry(pose_weights)

@@ -1,6 +1,6 @@
 """Checks of what callers pass in, each failing with one sentence that says what is accepted.
 
-Python API arguments (:func:`positive_int`, :func:`check_weights_argument`, :func:`check_device_type`)
+Python API arguments (:func:`whole_number`, :func:`check_weights_argument`, :func:`check_device_type`)
 raise :class:`~posekit.errors.ArgumentError`; records of JSON files (:func:`check_records`)
 raise the error type of their file, naming the file, the record and the field.
 """
@@ -16,16 +16,18 @@ import torch
 from posekit.errors import ArgumentError, PosekitError
 
 
-def positive_int(value: object, name: str, meaning: str) -> int:
-    """``value`` as an int >= 1; bools, floats, strings and None are refused.
+def whole_number(value: object, name: str, meaning: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; bools, floats, strings and None are refused.
 
     Raises:
         ArgumentError: naming ``name``, what it means, and the value given.
     """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ArgumentError(f"{name} must be a whole number >= 1 ({meaning}), got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ArgumentError(f"{name} must be a whole number >= 1 ({meaning}), got {value}")
+        raise ArgumentError(
+            f"{name} must be a whole number >= {minimum} ({meaning}), got {type(value).__name__} {value!r}"
+        )
+    if value < minimum:
+        raise ArgumentError(f"{name} must be a whole number >= {minimum} ({meaning}), got {value}")
     return int(value)
 
 

@@ -1481,6 +1481,14 @@ def test_max_batch_of_the_wrong_kind_is_an_argument_error(max_batch):
     assert PoseEstimator(None, depth=18, device="cpu", max_batch=np.int64(3)).max_batch == 3
 
 
+@pytest.mark.parametrize("argument, value", [("batch_size", 0), ("batch_size", 2.0), ("num_workers", -1),
+                                             ("num_workers", None)])
+def test_evaluate_batch_size_and_workers_of_the_wrong_kind_are_argument_errors(argument, value):
+    dataset = coco.CocoPersonDataset(ANNOTATIONS, SAMPLE)
+    with pytest.raises(ArgumentError, match=f"{argument} must be a whole number >= "):
+        coco.evaluate(lambda crops: crops, dataset, **{argument: value})
+
+
 @pytest.mark.parametrize("pose_weights", [123, b"pose_resnet_50_256x192", {"conv1.weight": 0}])
 def test_pose_weights_of_the_wrong_kind_is_an_argument_error(pose_weights):
     with pytest.raises(ArgumentError, match="expected a registered name .*, a checkpoint path .*, or None"):
