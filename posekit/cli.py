@@ -32,7 +32,7 @@ def _run_info(args: argparse.Namespace) -> int:
     from importlib.metadata import PackageNotFoundError, version
 
     from posekit import hub, weights
-    from posekit.estimator import resolve_device
+    from posekit.device import resolve_device
 
     try:
         coco_version = version("pycocotools")

@@ -19,7 +19,7 @@ from torchvision.models import WeightsEnum, detection
 
 from posekit import hub
 from posekit.errors import CheckpointError, DetectionsFormatError
-from posekit.estimator import resolve_device
+from posekit.device import resolve_device
 from posekit.files import read_json
 
 # COCO category id of "person", in both the detection results files and torchvision's labels.
