@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from posekit import hub
+from posekit.defaults import BACKENDS, PRECISIONS
 from posekit.errors import PosekitError
 from posekit.files import atomic_write
 from posekit.spec import DEFAULT_INPUT_SIZE
@@ -27,8 +28,6 @@ from posekit.spec import DEFAULT_INPUT_SIZE
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-BACKENDS = ("auto", "torch", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 ONNX_OPSET = 17
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 

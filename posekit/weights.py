@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from posekit import hub
+from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS
 from posekit.errors import CheckpointError, DownloadError
 from posekit.files import atomic_write
 from posekit.model import RESNET_STAGES, PoseResNet, pose_resnet
@@ -157,11 +158,6 @@ WEIGHTS: dict[str, PoseWeights] = {
         _mmpose(152, _LARGE, "res152_coco_384x288-3860d4c9_20200709.pth", (0.750, 0.908, 0.821, 0.800, 0.942)),
     )
 }
-DEFAULT_WEIGHTS = "pose_resnet_50_256x192"
-# What `DEFAULT` loads when Google Drive refuses DEFAULT_WEIGHTS: the same network trained by mmpose.
-FALLBACK_WEIGHTS = "pose_resnet_50_256x192_mmpose"
-# The pose_weights value meaning "DEFAULT_WEIGHTS, or FALLBACK_WEIGHTS (with a notice) when they cannot be fetched".
-DEFAULT = "default"
 
 
 def get_weights(name: str) -> PoseWeights:

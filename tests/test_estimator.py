@@ -17,7 +17,8 @@ from PIL import Image
 from posekit import weights
 from posekit.crop import box_to_center_scale, crop_batch
 from posekit.errors import DownloadError
-from posekit.estimator import Person, PoseEstimator
+from posekit.estimator import PoseEstimator
+from posekit.poses import Person, Poses
 from posekit.heatmaps import decode, flip_back
 from posekit.images import load_image
 
@@ -75,7 +76,7 @@ def test_equals_hand_composed_pipeline(estimator):
     people = estimator.estimate(image, boxes)
     centers, scales = box_to_center_scale(boxes, aspect_ratio=192 / 256)
     crops = crop_batch(image, centers, scales, output_size=(192, 256))
-    inputs = estimator.weights.preprocess(crops)
+    inputs = estimator.spec.preprocess(crops)
     with torch.no_grad():
         heatmaps = estimator.model(inputs).numpy()
         mirrored = estimator.model(torch.from_numpy(inputs.numpy()[..., ::-1].copy())).numpy()
@@ -86,7 +87,7 @@ def test_equals_hand_composed_pipeline(estimator):
 
 
 def test_default_weights_convention_is_bgr_and_callers_pass_rgb(estimator):
-    assert estimator.weights.channel_order == "bgr" and estimator.weights.input_size == (192, 256)
+    assert estimator.spec.channel_order == "bgr" and estimator.spec.input_size == (192, 256)
     image = load_image(FILES[785])
     boxes = gt_boxes(785)
     rgb = np.stack([p.keypoints for p in estimator(image, boxes)])
@@ -142,8 +143,8 @@ def test_detector_boxes_are_used(estimator):
 
 def test_empty_and_bad_boxes(estimator):
     image = load_image(FILES[196141])
-    assert estimator.estimate(image, np.zeros((0, 4))) == []
-    assert estimator(image, []) == []
+    assert len(estimator.estimate(image, np.zeros((0, 4)))) == 0
+    assert estimator(image, []).keypoints.shape == (0, 17, 3)
     good = gt_boxes(196141)[:2]
     bad = np.array([[np.nan, 1, 2, 3], [10, 10, 0, 50], [5000, 10, 20, 20]])
     with pytest.warns(UserWarning, match=r"photo\.jpg.*3 person box") as record:
