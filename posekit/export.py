@@ -167,8 +167,8 @@ def cached_onnx_forward(model: nn.Module, input_size: tuple[int, int] = DEFAULT_
             try:
                 with atomic_write(path) as file:
                     file.write(data)
-            except OSError:
-                pass  # read-only cache: this process still has the export in memory
+            except (OSError, PosekitError):  # atomic_write reports an unwritable folder as PosekitError
+                pass  # a read-only cache: this process still has the export in memory
             forward = OnnxRuntimeForward(data)
         _SESSIONS[session_key] = forward
     return _SESSIONS[session_key]
