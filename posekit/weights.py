@@ -411,7 +411,7 @@ def _listed(keys: list[str]) -> str:
     return shown + (f" (+{len(keys) - MAX_LISTED_KEYS} more)" if len(keys) > MAX_LISTED_KEYS else "")
 
 
-def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], key_format: str, source: str) -> None:
+def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], keys: str, source: str) -> None:
     expected = model.state_dict()
     # Checkpoints saved by PyTorch < 0.4.1 lack BatchNorm's batch counters, which only matter
     # for momentum=None training; the model keeps its own (zero) counters.
@@ -430,7 +430,7 @@ def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], key_format:
         problems.append(f"e.g. {first} is {tuple(state[first].shape)} vs {tuple(expected[first].shape)} in the model")
     raise CheckpointError(
         f"{source} does not fit the model ({describe_state_dict(expected)}): it looks like "
-        f"{describe_state_dict(state)} ({key_format} keys); " + "; ".join(problems)
+        f"{describe_state_dict(state)} ({keys}); " + "; ".join(problems)
     )
 
 
