@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from posekit import coco, viz, weights
+from synthetic_coco import make_synthetic_coco
 from posekit.cli import main
 from posekit.crop import box_to_center_scale, crop_batch
 from posekit.errors import CheckpointError, DownloadError, ImageReadError, PosekitError
@@ -484,7 +485,7 @@ def test_atomic_write_permissions_follow_the_umask_like_open(tmp_path, umask, ma
 
 def test_every_writer_leaves_files_readable_by_others(tmp_path, umask, capsys, checkpoint):
     umask(0o022)
-    ann_file, image_dir = coco.make_synthetic_coco(tmp_path / "syn", num_images=1, people_per_image=1,
+    ann_file, image_dir = make_synthetic_coco(tmp_path / "syn", num_images=1, people_per_image=1,
                                                    image_size=(64, 48))
     figure = viz.save_figure(viz.plot_timing({"model": 0.5}), tmp_path / "timing.png")
     results = coco.EvalResult(stats={}, results=[], timing={}, num_people=0, num_images=0).save_results(
