@@ -184,7 +184,7 @@ def sample_people(people: int) -> PersonBatch:
     annotations = json.loads(COCO_SAMPLE_ANNOTATIONS.read_text())
     persons = [a for a in annotations["annotations"] if a["category_id"] == 1 and not a["iscrowd"]]
     image_ids = [a["image_id"] for a in persons]
-    busiest = max(set(image_ids), key=image_ids.count)
+    busiest = max(sorted(set(image_ids)), key=image_ids.count)  # ties: the lowest id
     boxes = np.array([a["bbox"] for a in persons if a["image_id"] == busiest], dtype=np.float64)
     file_name = next(entry["file_name"] for entry in annotations["images"] if entry["id"] == busiest)
     return PersonBatch(load_image(COCO_SAMPLE_DIR / file_name), np.resize(boxes, (people, 4)))
