@@ -60,7 +60,7 @@ class Poses:
     def to_coco(self, image_id: int, decimals: int = 3) -> list[dict]:
         """COCO keypoint results, one dict per person:
         ``{image_id, category_id: 1, keypoints: [x, y, score] * K, score}`` (see :attr:`scores`)."""
-        points = np.round(self.keypoints.astype(np.float64), decimals).reshape(len(self), -1)
+        points = np.round(self.keypoints.astype(np.float64), decimals).reshape(len(self), -1 if len(self) else 0)
         return [
             {"image_id": int(image_id), "category_id": PERSON_CATEGORY_ID, "keypoints": row.tolist(), "score": float(score)}
             for row, score in zip(points, self.scores)
