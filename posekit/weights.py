@@ -47,7 +47,7 @@ from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS
 from posekit.errors import CheckpointError, DownloadError
 from posekit.files import atomic_write
 from posekit.model import RESNET_STAGES, PoseResNet, pose_resnet
-from posekit.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec, joints_spec, preprocess_crops
+from posekit.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec, joints_spec
 
 OFFICIAL_GDRIVE_FOLDER = "13_wJ6nC7my1KKouMkQMqyr9r1ZnLnukP"
 MMPOSE_URL = "https://download.openmmlab.com/mmpose/top_down/resnet/{}"
@@ -95,23 +95,9 @@ class PoseWeights:
     std: tuple[float, float, float] = IMAGENET_STD
 
     @property
-    def heatmap_size(self) -> tuple[int, int]:
-        """(width, height) of the network's output: a quarter of the input."""
-        return self.input_size[0] // 4, self.input_size[1] // 4
-
-    @property
-    def aspect_ratio(self) -> float:
-        """Crop width / height (0.75 for 192x256 and 288x384)."""
-        return self.input_size[0] / self.input_size[1]
-
-    @property
     def spec(self) -> InputSpec:
-        """How to feed these weights (COCO-17 joints)."""
+        """How to feed these weights (COCO-17 joints): input size, channel order, mean/std."""
         return InputSpec(self.input_size, self.channel_order, self.mean, self.std)
-
-    def preprocess(self, crops: torch.Tensor) -> torch.Tensor:
-        """Normalise RGB crops for these weights. Shape: (N, 3, H, W) 0..255 RGB -> (N, 3, H, W)."""
-        return preprocess_crops(crops, self.channel_order, self.mean, self.std)
 
 
 def _size_name(input_size: tuple[int, int]) -> str:

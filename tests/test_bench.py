@@ -6,7 +6,6 @@ bookkeeping between the numbers are.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest

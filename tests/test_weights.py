@@ -18,6 +18,7 @@ from posekit import weights
 from posekit.cli import main
 from posekit.errors import CheckpointError
 from posekit.model import pose_resnet
+from posekit.spec import preprocess_crops
 
 # Transcribed by hand from the official README table and mmpose's resnet_coco.md model zoo.
 REPORTED_AP = {
@@ -88,8 +89,8 @@ def test_mmpose_entries_are_rgb_urls_with_the_sha256_prefix_of_their_file_name(n
 
 def test_geometry_properties():
     small, large = weights.get_weights("pose_resnet_50_256x192"), weights.get_weights("pose_resnet_152_384x288")
-    assert small.heatmap_size == (48, 64) and small.aspect_ratio == 0.75
-    assert large.heatmap_size == (72, 96) and large.aspect_ratio == 0.75
+    assert small.spec.heatmap_size == (48, 64) and small.spec.aspect_ratio == 0.75
+    assert large.spec.heatmap_size == (72, 96) and large.spec.aspect_ratio == 0.75
 
 
 def test_unknown_name_lists_known_names():
@@ -115,7 +116,7 @@ def crops():
 def test_bgr_preprocessing_equals_normalize_on_a_bgr_tensor(crops):
     bgr = torch.stack([crops[:, 2], crops[:, 1], crops[:, 0]], dim=1) / 255
     expected = TF.normalize(bgr, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-    torch.testing.assert_close(weights.get_weights("pose_resnet_50_256x192").preprocess(crops), expected)
+    torch.testing.assert_close(weights.get_weights("pose_resnet_50_256x192").spec.preprocess(crops), expected)
 
 
 def test_bgr_preprocessing_equals_the_official_opencv_pipeline(crops):
@@ -123,23 +124,23 @@ def test_bgr_preprocessing_equals_the_official_opencv_pipeline(crops):
     rgb_images = crops.permute(0, 2, 3, 1).numpy().astype(np.uint8)
     bgr = np.stack([cv2.cvtColor(image, cv2.COLOR_RGB2BGR) for image in rgb_images]).astype(np.float64) / 255
     expected = (bgr - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
-    result = weights.preprocess_crops(crops.double(), "bgr")
+    result = preprocess_crops(crops.double(), "bgr")
     np.testing.assert_allclose(result.permute(0, 2, 3, 1).numpy(), expected, rtol=0, atol=1e-12)
     assert result.dtype == torch.float64
 
 
 def test_rgb_preprocessing_equals_normalize(crops):
     expected = TF.normalize(crops / 255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-    torch.testing.assert_close(weights.get_weights("pose_resnet_50_256x192_mmpose").preprocess(crops), expected)
+    torch.testing.assert_close(weights.get_weights("pose_resnet_50_256x192_mmpose").spec.preprocess(crops), expected)
 
 
 def test_preprocessing_rejects_bad_input(crops):
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        weights.preprocess_crops(crops[0], "rgb")
+        preprocess_crops(crops[0], "rgb")
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        weights.preprocess_crops(crops.to(torch.uint8), "rgb")
+        preprocess_crops(crops.to(torch.uint8), "rgb")
     with pytest.raises(ValueError, match="channel_order"):
-        weights.preprocess_crops(crops, "hsv")
+        preprocess_crops(crops, "hsv")
 
 
 # --- reading checkpoints --------------------------------------------------------------------
