@@ -96,8 +96,7 @@ def keypoints(
     stopwatch = stopwatch or _no_stopwatch
     centers, scales = _centers_and_scales(boxes_xywh, spec)
     found = []
-    for chunk, (_, heatmaps) in zip(_chunks(len(centers), max_batch),
-                                    _heatmaps(forward, spec, image, centers, scales, flip_test, max_batch, device, stopwatch)):
+    for chunk, _, heatmaps in _heatmaps(forward, spec, image, centers, scales, flip_test, max_batch, device, stopwatch):
         with stopwatch("decode"):
             coords, scores = decode_heatmaps(heatmaps, centers[chunk], scales[chunk], method=decode)
             found.append(torch.cat([coords, scores[..., None]], dim=2).float().cpu())
@@ -126,17 +125,13 @@ def crops_and_heatmaps(
     if not parts:
         (map_width, map_height), joints = spec.heatmap_size, spec.num_keypoints
         return np.zeros((0, height, width, 3), np.uint8), np.zeros((0, joints, map_height, map_width), np.float32)
-    crops = torch.cat([crop for crop, _ in parts]).permute(0, 2, 3, 1).byte().cpu().numpy()
-    return crops, torch.cat([heatmaps for _, heatmaps in parts]).float().cpu().numpy()
+    crops = torch.cat([crop for _, crop, _ in parts]).permute(0, 2, 3, 1).byte().cpu().numpy()
+    return crops, torch.cat([heatmaps for _, _, heatmaps in parts]).float().cpu().numpy()
 
 
 def _centers_and_scales(boxes_xywh: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
     boxes = np.asarray(boxes_xywh, np.float64)
     return box_to_center_scale(boxes.reshape(0, 4) if boxes.size == 0 else boxes, spec.aspect_ratio)
-
-
-def _chunks(count: int, size: int) -> Iterator[slice]:
-    return (slice(start, start + size) for start in range(0, count, size))
 
 
 def _heatmaps(
@@ -149,8 +144,9 @@ def _heatmaps(
     max_batch: int,
     device: torch.device | str,
     stopwatch: Stopwatch,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Per chunk of ``max_batch`` people: crops (B, 3, H, W) 0..255 RGB and their heatmaps (B, K, h, w)."""
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """Per chunk of ``max_batch`` people: its slice of the people, their crops (B, 3, H, W)
+    0..255 RGB and their heatmaps (B, K, h, w)."""
     if max_batch < 1:
         raise PosekitError(f"max_batch must be at least 1 person per network call, got {max_batch}")
     if len(centers) == 0:
@@ -158,7 +154,8 @@ def _heatmaps(
     with stopwatch("crop"):
         pixels = torch.from_numpy(image).permute(2, 0, 1) if isinstance(image, np.ndarray) else image
         pixels = pixels.to(device)
-    for chunk in _chunks(len(centers), max_batch):
+    for start in range(0, len(centers), max_batch):
+        chunk = slice(start, start + max_batch)
         with stopwatch("crop"):
             crops = crop_batch(pixels, centers[chunk], scales[chunk], output_size=spec.input_size)
         with stopwatch("normalise"):
@@ -172,7 +169,7 @@ def _heatmaps(
             with stopwatch("flip_back"):
                 heatmaps, mirrored = heatmaps.chunk(2)
                 heatmaps = (heatmaps + flip_back(mirrored, spec.flip_pairs)) * 0.5
-        yield crops, heatmaps
+        yield chunk, crops, heatmaps
 
 
 def _check_heatmaps(heatmaps: object, inputs: torch.Tensor, spec: InputSpec) -> None:
