@@ -212,14 +212,14 @@ class PoseEstimator:
             raise BoxError(f"{name}: {len(keep)} boxes but {len(scores)} box scores")
         return Poses(np.asarray(boxes, np.float32).reshape(-1, 4), scores[keep], self.keypoints(rgb, boxes))
 
-    def keypoints(self, rgb: np.ndarray, boxes_xywh: np.ndarray, stopwatch: topdown.Stopwatch | None = None) -> np.ndarray:
+    def keypoints(self, rgb: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
         """The batched core: keypoints of valid boxes in one RGB image (:func:`posekit.topdown.keypoints`).
 
         Shape: rgb (H, W, 3) uint8, boxes_xywh (N, 4) finite with positive w, h ->
         (N, K, 3) float32 x, y, score in image pixels.
         """
         points, _, _ = topdown.keypoints(
-            self.forward, self.spec, rgb, boxes_xywh, self.flip_test, self.decode, self.max_batch, self.device, stopwatch
+            self.forward, self.spec, rgb, boxes_xywh, self.flip_test, self.decode, self.max_batch, self.device
         )
         return points
 

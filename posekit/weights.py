@@ -36,7 +36,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import numpy as np
 import torch
@@ -62,6 +62,8 @@ SPEC_KEY = "input_spec"
 # Storage a checkpoint may declare: 16x the fp32 weights of the largest architecture
 # (pose_resnet_152, 68.6 M parameters) leaves room for optimizer state and EMA copies.
 MAX_DECLARED_BYTES = 16 * 4 * 68_600_000
+# The pickle that describes the tensors: tens of kB for a pose network, optimizer state included.
+MAX_PICKLE_BYTES = 64 * 2**20
 MAX_LISTED_KEYS = 5
 _BLOCK_KEY = re.compile(r"layer(\d)\.(\d+)\.")  # layer<stage>.<block index>.
 
@@ -195,37 +197,45 @@ def check_declared_sizes(path: str | os.PathLike, limit: int = MAX_DECLARED_BYTE
         CheckpointError: the declared sizes exceed ``limit``.
     """
     path = Path(path)
-    declared = 0
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                members = archive.infolist()
-                declared = sum(member.file_size for member in members)
-                pickles = [m for m in members if m.filename.endswith("data.pkl")]
-                if declared <= limit and pickles:
-                    declared = max(declared, _declared_storage_bytes(archive.read(pickles[0]), pickles=1))
-        else:
-            with open(path, "rb") as file:
-                # The legacy format: magic number, protocol, system info, then the object's pickle.
-                declared = _declared_storage_bytes(file, pickles=4)
+        declared, index = _declared_sizes(path, limit)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, IndexError, KeyError):
         return  # not a checkpoint torch can read either: torch.load reports it
+    size = f"a {path.stat().st_size / 2**20:.1f} MiB file"
+    if index > MAX_PICKLE_BYTES:
+        raise CheckpointError(
+            f"{path} declares a {index / 2**20:.0f} MiB tensor index (data.pkl) in {size}, more than any pose "
+            f"network needs (limit {MAX_PICKLE_BYTES / 2**20:.0f} MiB): refused unread as corrupt or malicious"
+        )
     if declared > limit:
         raise CheckpointError(
-            f"{path} declares {declared / 2**30:.1f} GiB of tensors in a {path.stat().st_size / 2**20:.1f} MiB file, "
-            f"more than any pose network needs (limit {limit / 2**30:.1f} GiB): refused unread as corrupt or malicious"
+            f"{path} declares {declared / 2**30:.1f} GiB of tensors in {size}, more than any pose network "
+            f"needs (limit {limit / 2**30:.1f} GiB): refused unread as corrupt or malicious"
         )
 
 
-def _declared_storage_bytes(source: bytes | object, pickles: int) -> int:
-    """Upper bound on the storage bytes the ``pickles``-th pickle in ``source`` declares.
+def _declared_sizes(path: Path, limit: int) -> tuple[int, int]:
+    """(bytes of tensor storage, bytes of the zip format's data.pkl) that ``path`` declares."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            # The legacy format: magic number, protocol, system info, then the object's pickle.
+            return _declared_storage_bytes(file, pickles=4), 0
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        declared = sum(member.file_size for member in members)
+        pickles = [m for m in members if m.filename.endswith("data.pkl")]
+        if not pickles or declared > limit or pickles[0].file_size > MAX_PICKLE_BYTES:
+            return declared, pickles[0].file_size if pickles else 0
+        with archive.open(pickles[0]) as pickled:
+            return max(declared, _declared_storage_bytes(pickled, pickles=1)), pickles[0].file_size
+
+
+def _declared_storage_bytes(stream: BinaryIO, pickles: int) -> int:
+    """Upper bound on the storage bytes the ``pickles``-th pickle in ``stream`` declares.
 
     A persistent id ``("storage", type, key, location, numel, ...)`` is pushed just before each
     BINPERSID; the largest integer pushed since the previous one bounds its ``numel``.
     """
-    import io
-
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     for _ in range(pickles - 1):
         for _ in pickletools.genops(stream):
             pass

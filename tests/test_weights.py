@@ -352,6 +352,17 @@ def test_a_small_file_declaring_huge_storage_is_refused_before_loading(tmp_path,
         weights.load_checkpoint(path)
 
 
+def test_a_zip_bomb_tensor_index_is_refused_before_it_is_unpacked(tmp_path):
+    import zipfile
+
+    path = tmp_path / "index_bomb.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", bytes(65 * 2**20))  # compresses to ~64 kB
+    assert path.stat().st_size < 2**20
+    with pytest.raises(CheckpointError, match=r"declares a 65 MiB tensor index \(data\.pkl\).*refused unread"):
+        weights.load_checkpoint(path)
+
+
 def test_real_checkpoints_pass_the_size_check(tmp_path, res18_state):
     for legacy in (False, True):
         path = tmp_path / f"res18_{legacy}.pth"
