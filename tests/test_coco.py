@@ -25,6 +25,7 @@ from posekit.errors import AnnotationError, DetectionsFormatError, ImageReadErro
 from posekit.heatmaps import encode
 from posekit.spec import InputSpec
 from posekit.weights import get_weights
+from spy_network import SpyNetwork
 from synthetic_coco import make_synthetic_coco
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
@@ -250,24 +251,12 @@ def test_detections_follow_category_and_score_threshold(tmp_path):
     np.testing.assert_allclose(dataset.boxes[0], detections[1]["bbox"])
 
 
-class Spy:
-    """A network that records what it is fed and answers flat heatmaps."""
-
-    def __init__(self, spec):
-        self.input_spec, self.inputs = spec, []
-
-    def __call__(self, crops):
-        self.inputs.append(crops.clone())
-        width, height = self.input_spec.heatmap_size
-        return torch.zeros(len(crops), 17, height, width)
-
-
 @pytest.mark.parametrize(
     "weights, channels", [("pose_resnet_50_256x192", [2, 1, 0]), ("pose_resnet_50_256x192_mmpose", [0, 1, 2])]
 )
 def test_evaluate_feeds_opencv_crops_in_the_channel_order_of_the_weights(weights, channels):
     dataset = CocoPersonDataset(ANN_FILE, SAMPLE)
-    spy = Spy(get_weights(weights).spec)
+    spy = SpyNetwork(get_weights(weights).spec)
     evaluate(spy, dataset, flip_test=False, progress=False)
     fed = torch.cat(spy.inputs)
     centers, scales = box_to_center_scale(dataset.boxes, 192 / 256)

@@ -19,6 +19,7 @@ from posekit.crop import box_to_center_scale, crop_batch
 from posekit.errors import DownloadError
 from posekit.estimator import PoseEstimator
 from posekit.poses import Person, Poses
+from spy_network import SpyNetwork
 from posekit.heatmaps import decode, flip_back
 from posekit.images import load_image
 from posekit.model import pose_resnet
@@ -284,18 +285,6 @@ def test_torch_and_onnxruntime_backends_give_the_same_keypoints(estimator):
     assert difference[..., 2].max() < 1e-4  # scores
 
 
-class SpyForward:
-    """Stands in for the network: records each call's input, answers flat heatmaps."""
-
-    def __init__(self, spec):
-        self.spec, self.inputs = spec, []
-
-    def __call__(self, inputs):
-        self.inputs.append(inputs.clone())
-        width, height = self.spec.heatmap_size
-        return torch.zeros(len(inputs), self.spec.num_keypoints, height, width)
-
-
 @pytest.mark.parametrize("head, fed", [("keypoint_head.", "rgb"), ("head.", "rgb"), (None, "bgr")],
                          ids=["mmpose0x", "mmpose1x", "official"])
 def test_a_checkpoint_under_any_file_name_is_fed_as_its_keys_say(tmp_path, head, fed):
@@ -306,7 +295,7 @@ def test_a_checkpoint_under_any_file_name_is_fed_as_its_keys_say(tmp_path, head,
     path = tmp_path / "my_model.pth"
     torch.save({"state_dict": state, "meta": {"epoch": 3}} if head else state, path)
     estimator = PoseEstimator(path, device="cpu")
-    estimator.forward = spy = SpyForward(estimator.spec)
+    estimator.forward = spy = SpyNetwork(estimator.spec)
     red, green, blue = 200, 100, 30
     image = np.empty((300, 200, 3), np.uint8)
     image[:] = (red, green, blue)
@@ -325,7 +314,7 @@ def test_crops_and_forward_calls_follow_max_batch(estimator, monkeypatch):
         cropped.append(len(centers)) or real_crop(image, centers, *a, **k)))
     chunked = copy.copy(estimator)
     chunked.max_batch = 4
-    chunked.forward = spy = SpyForward(estimator.spec)
+    chunked.forward = spy = SpyNetwork(estimator.spec)
     chunked.keypoints(load_image(FILES[196141]), np.resize(gt_boxes(196141), (11, 4)))
     assert cropped == [4, 4, 3]  # crops exist for one chunk at a time
     assert [len(inputs) for inputs in spy.inputs] == [8, 8, 6]  # each chunk with its mirrors, in one call
