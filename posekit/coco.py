@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from posekit import topdown
-from posekit.coco17 import NUM_KEYPOINTS
+from posekit.coco17 import NUM_KEYPOINTS, PERSON_CATEGORY_ID
 from posekit.crop import PIXEL_STD
 from posekit.detect import load_detections
 from posekit.errors import AnnotationError, DetectionsFormatError, PosekitError
@@ -41,7 +41,6 @@ from posekit.oks import per_image_oks_nms, rescore
 from posekit.spec import InputSpec
 
 DETECTION_SCORE_THRESHOLD = 0.0
-PERSON_CATEGORY_ID = 1
 
 # COCOeval.stats in its own order.
 STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")

@@ -6,9 +6,8 @@ from typing import Iterator
 
 import numpy as np
 
+from posekit.coco17 import PERSON_CATEGORY_ID
 from posekit.oks import rescore
-
-PERSON_CATEGORY_ID = 1
 
 
 @dataclasses.dataclass(frozen=True)

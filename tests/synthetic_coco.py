@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from posekit.coco17 import KEYPOINT_NAMES, SKELETON
+from posekit.coco17 import KEYPOINT_NAMES, PERSON_CATEGORY_ID, SKELETON
 from posekit.files import atomic_write
-
-PERSON_CATEGORY_ID = 1
 
 # A standing person seen from the front, (x, y) in units of body height from the top centre.
 _TEMPLATE_POSE = np.array(
