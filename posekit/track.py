@@ -1,0 +1,503 @@
+"""Pose tracking: people through a video with stable identities (Xiao et al. 2018, section 3).
+
+Per frame: person boxes from the detector (score >= 0.5) plus boxes propagated from the previous
+frame's poses (their confident joints moved by optical flow, or left where they were, the box
+their extent enlarged by 15%), merged by box NMS; the poses of all boxes in one batched call of
+:meth:`PoseEstimator.keypoints <posekit.estimator.PoseEstimator.keypoints>`; each new pose
+matched to the living tracks by greedy highest-similarity-first matching on OKS between the new
+pose and the track's last pose moved by the flow (joints under 0.4 left out); new ids for the rest.
+
+Two additions to the paper, both off in its configuration: ``max_age`` keeps an unmatched track
+alive for that many frames (its pose still moved by the flow), so a person hidden for a moment
+gets their id back; ``detector_every=K`` runs the detector only every K frames (and whenever a
+track was lost or nothing is tracked) and relies on propagated boxes in between, the route to
+real time, since on a CPU the detector costs more than the pose network.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from posekit.coco import OKS_NMS_THRESHOLD, oks_nms, rescore
+from posekit.coco17 import NUM_KEYPOINTS, OKS_SIGMAS
+from posekit.errors import PosekitError
+
+if TYPE_CHECKING:
+    from posekit.video import Frame
+
+# The paper's thresholds.
+BOX_THRESHOLD = 0.5  # detections scoring less are dropped
+JOINT_THRESHOLD = 0.4  # joints scoring less take no part in propagation and matching
+BOX_ENLARGE = 1.15  # a propagated box is the joints' extent enlarged by 15%
+# posekit's choices where the paper gives no number.
+NMS_IOU = 0.5  # a box overlapping a better-scored one by more is the same person
+MIN_SIMILARITY = 0.3  # pairs less similar are never matched: the new pose starts a track
+
+PROPAGATIONS = ("flow", "pose", None)
+SIMILARITIES = ("flow-oks", "oks", "iou")
+
+# (prev_rgb, rgb) -> flow (H, W, 2) in pixels: where each pixel of prev_rgb moved to in rgb.
+FlowFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (rgb, frame index) -> person boxes (M, 4) xywh and scores (M,).
+DetectFunction = Callable[[np.ndarray, int], "tuple[np.ndarray, np.ndarray]"]
+
+
+@dataclasses.dataclass
+class TrackedFrame:
+    """The tracked people of one frame.
+
+    Attributes:
+        index: frame index. time: its timestamp in seconds.
+        track_ids: identity of each person, shape (N,) int64.
+        boxes: the box each pose was estimated in, shape (N, 4) x, y, w, h.
+        scores: person confidence (box score x mean confident joint score), shape (N,).
+        keypoints: x, y, score per joint in image pixels, shape (N, K, 3) (smoothed if enabled).
+        detected: whether the detector ran on this frame (False: boxes came from propagation only).
+    """
+
+    index: int
+    time: float
+    track_ids: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    keypoints: np.ndarray
+    detected: bool
+
+
+# ------------------------------------------------------------------------------------------
+# Geometry: boxes from joints, IoU, NMS, flow sampling, OKS with confident joints
+# ------------------------------------------------------------------------------------------
+
+
+def joint_boxes(keypoints: np.ndarray, threshold: float = JOINT_THRESHOLD, enlarge: float = BOX_ENLARGE) -> np.ndarray:
+    """The extent of each pose's confident joints, enlarged about its centre (the paper's propagated box).
+
+    A pose with fewer than two joints at or above ``threshold`` gets a NaN box.
+
+    Shape: keypoints (N, K, 3) -> boxes (N, 4) x, y, w, h float64.
+    """
+    keypoints = np.asarray(keypoints, np.float64)
+    confident = (keypoints[..., 2] >= threshold)[..., None]
+    low = np.where(confident, keypoints[..., :2], np.inf).min(1)
+    high = np.where(confident, keypoints[..., :2], -np.inf).max(1)
+    with np.errstate(invalid="ignore"):  # no confident joint: inf - inf, set to NaN below anyway
+        center, size = (low + high) / 2, (high - low) * enlarge
+    boxes = np.concatenate([center - size / 2, size], axis=1)
+    boxes[confident.sum((1, 2)) < 2] = np.nan
+    return boxes
+
+
+def box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """IoU of every box with every other box. Shape: (N, 4), (M, 4) xywh -> (N, M) float64."""
+    a, b = np.asarray(boxes, np.float64)[:, None], np.asarray(other, np.float64)[None]
+    overlap = np.clip(np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
+    intersection = overlap.prod(-1)
+    union = a[..., 2:].prod(-1) + b[..., 2:].prod(-1) - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def box_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU) -> np.ndarray:
+    """Greedy box NMS: visit by descending score (earlier index first among equals), keep a box
+    unless it overlaps a kept one by IoU > ``threshold``.
+
+    Shape: boxes (N, 4) xywh, scores (N,) -> kept indices (M,) int64, in visiting order.
+    """
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    overlaps = box_iou(boxes, boxes)
+    suppressed = np.zeros(len(order), bool)
+    kept = []
+    for index in order:  # greedy: whether a box survives depends on the boxes kept before it
+        if not suppressed[index]:
+            kept.append(index)
+            suppressed |= overlaps[index] > threshold
+    return np.asarray(kept, np.int64)
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clip xywh boxes to the image; (clipped boxes (M, 4) float32, mask of the input boxes kept (N,)):
+    a box is kept when finite and at least one pixel wide and high after clipping."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    low = np.clip(boxes[:, :2], 0, [width, height])
+    high = np.clip(boxes[:, :2] + boxes[:, 2:], 0, [width, height])
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(boxes).all(1) & ((high - low) >= 1).all(1)
+    return np.concatenate([low, high - low], axis=1)[keep].astype(np.float32), keep
+
+
+def warp_keypoints(keypoints: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Move joints by an optical-flow field, sampled bilinearly at each joint (clamped to the image).
+
+    Shape: keypoints (N, K, 3), flow (H, W, 2) as dx, dy -> (N, K, 3), scores unchanged.
+    """
+    keypoints = np.asarray(keypoints, np.float64)
+    height, width = flow.shape[:2]
+    x = np.clip(keypoints[..., 0], 0, width - 1)
+    y = np.clip(keypoints[..., 1], 0, height - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    moved = (
+        flow[y0, x0] * (1 - fx) * (1 - fy) + flow[y0, x1] * fx * (1 - fy)
+        + flow[y1, x0] * (1 - fx) * fy + flow[y1, x1] * fx * fy
+    )
+    out = keypoints.copy()
+    out[..., :2] += np.nan_to_num(moved)
+    return out
+
+
+def pose_similarity(
+    keypoints: np.ndarray, other: np.ndarray, sigmas: np.ndarray, threshold: float = JOINT_THRESHOLD
+) -> np.ndarray:
+    """OKS of every pose with every other, over the joints confident (>= ``threshold``) in both.
+
+    The object scale is the mean area of the two poses' confident-joint extents; a pair with no
+    joint confident in both has similarity 0.
+
+    Shape: keypoints (N, K, 3), other (M, K, 3), sigmas (K,) -> (N, M) float64.
+    """
+    a, b = np.asarray(keypoints, np.float64), np.asarray(other, np.float64)
+    areas = [np.nan_to_num(joint_boxes(p, threshold, 1.0)[:, 2:].prod(1)) for p in (a, b)]
+    scale = (areas[0][:, None] + areas[1][None]) / 2 + np.spacing(1)  # (N, M)
+    both = (a[:, None, :, 2] >= threshold) & (b[None, :, :, 2] >= threshold)  # (N, M, K)
+    distances = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(-1)
+    similarity = np.exp(-distances / (2 * scale[..., None] * (2 * np.asarray(sigmas)) ** 2))
+    counts = both.sum(-1)
+    return np.divide(np.where(both, similarity, 0).sum(-1), counts, out=np.zeros(counts.shape), where=counts > 0)
+
+
+def greedy_match(similarity: np.ndarray, min_similarity: float = MIN_SIMILARITY) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy highest-similarity-first matching: repeatedly pair the most similar unpaired row and
+    column, ignoring pairs under ``min_similarity``.
+
+    Shape: similarity (N, M) -> (rows, columns), each (P,) int64, the P pairs in matching order.
+    """
+    rows, columns = np.unravel_index(np.argsort(-similarity, axis=None, kind="stable"), similarity.shape)
+    good = similarity[rows, columns] >= min_similarity
+    rows, columns = rows[good], columns[good]
+    used_rows, used_columns = np.zeros(similarity.shape[0], bool), np.zeros(similarity.shape[1], bool)
+    pairs = []
+    for row, column in zip(rows, columns):  # greedy: a pair is taken only if both sides are still free
+        if not (used_rows[row] or used_columns[column]):
+            used_rows[row] = used_columns[column] = True
+            pairs.append((row, column))
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+# ------------------------------------------------------------------------------------------
+# Temporal smoothing
+# ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OneEuro:
+    """One-Euro filter settings (Casiez et al., CHI 2012): a low-pass filter whose cutoff rises
+    with speed, so still joints stop jittering while fast ones do not lag.
+
+    Attributes:
+        min_cutoff: cutoff frequency at rest, Hz (lower: smoother, more lag when slow).
+        beta: cutoff increase per pixel/second of speed (higher: less lag when fast).
+        d_cutoff: cutoff of the speed estimate, Hz.
+    """
+
+    min_cutoff: float = 1.0
+    beta: float = 0.01
+    d_cutoff: float = 1.0
+
+    def __call__(
+        self, x: np.ndarray, previous: np.ndarray, previous_speed: np.ndarray, dt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One step for many signals at once.
+
+        Shape: x, previous (filtered), previous_speed: (N, K, 2); dt (N,) seconds since each
+        previous value -> (filtered x, filtered speed), each (N, K, 2).
+        """
+        dt = np.maximum(np.asarray(dt, np.float64), 1e-6)[:, None, None]
+        speed = _low_pass((x - previous) / dt, previous_speed, self._alpha(self.d_cutoff, dt))
+        cutoff = self.min_cutoff + self.beta * np.linalg.norm(speed, axis=-1, keepdims=True)
+        return _low_pass(x, previous, self._alpha(cutoff, dt)), speed
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: np.ndarray) -> np.ndarray:
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+
+def _low_pass(x: np.ndarray, previous: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    return alpha * x + (1 - alpha) * previous
+
+
+# ------------------------------------------------------------------------------------------
+# Optical flow
+# ------------------------------------------------------------------------------------------
+
+RAFT_URL = "https://download.pytorch.org/models/raft_small_C_T_V2-01064c6d.pth"
+RAFT_SHA256 = "01064c6d"  # the prefix torchvision puts in the file name
+
+
+class RaftFlow:
+    """Optical flow from torchvision's RAFT (small), on frames shrunk so the long side is at most
+    ``max_side`` pixels (RAFT needs sides divisible by 8, at least 128); the flow is scaled back to the frame.
+
+    Args:
+        model: a RAFT module; None loads ``raft_small`` with the C_T_V2 weights from posekit's
+            cache (``<cache>/checkpoints``), downloading them once.
+        device: where RAFT runs.
+        max_side: long side of the frames RAFT sees.
+
+    Raises:
+        DownloadError: the weights are not cached and cannot be downloaded; the message says
+            where to put the file.
+
+    Shape: ``__call__(prev_rgb, rgb)`` with two (H, W, 3) uint8 frames -> flow (H, W, 2) float32.
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None, device: str | torch.device = "cpu", max_side: int = 512) -> None:
+        from torchvision.models.optical_flow import raft_small
+
+        if model is None:
+            from posekit.hub import cache_dir, download_url
+
+            path = download_url(
+                RAFT_URL, cache_dir() / "checkpoints" / os.path.basename(RAFT_URL), sha256=RAFT_SHA256,
+                hint="track with propagation 'pose' (--propagation pose), which needs no flow",
+            )
+            model = raft_small()
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.max_side = max_side
+
+    @torch.inference_mode()
+    def __call__(self, prev_rgb: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        factor = min(1.0, self.max_side / max(height, width))
+        # Sides divisible by 8 and at least 128: RAFT's correlation pyramid halves its 1/8 maps 3 times.
+        size = [max(128, int(round(side * factor / 8)) * 8) for side in (height, width)]
+        pair = torch.from_numpy(np.stack([prev_rgb, rgb])).to(self.device).permute(0, 3, 1, 2).float()
+        pair = torch.nn.functional.interpolate(pair, size=size, mode="bilinear", antialias=True, align_corners=False)
+        pair = pair / 127.5 - 1.0  # RAFT's input range [-1, 1]
+        flow = self.model(pair[:1], pair[1:])[-1]  # (1, 2, h, w), the last refinement
+        flow = flow * torch.tensor([width / size[1], height / size[0]], device=self.device)[None, :, None, None]
+        flow = torch.nn.functional.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
+        return flow[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------
+# The tracker
+# ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Tracks:
+    """Living tracks as parallel arrays, one row per track (T rows)."""
+
+    ids: np.ndarray  # (T,) int64
+    keypoints: np.ndarray  # (T, K, 3) last pose, as estimated
+    moved: np.ndarray  # (T, K, 3) last pose moved by the flow into the current frame (with flow)
+    boxes: np.ndarray  # (T, 4) last box
+    scores: np.ndarray  # (T,) last person score
+    age: np.ndarray  # (T,) frames since last matched (0: seen in the previous frame)
+    smooth: np.ndarray  # (T, K, 2) One-Euro state: filtered joints
+    speed: np.ndarray  # (T, K, 2) One-Euro state: filtered speed
+    time: np.ndarray  # (T,) time of the last match
+
+    @classmethod
+    def empty(cls, num_joints: int) -> _Tracks:
+        return cls(np.zeros(0, np.int64), np.zeros((0, num_joints, 3)), np.zeros((0, num_joints, 3)), np.zeros((0, 4)), np.zeros(0),
+                   np.zeros(0, np.int64), np.zeros((0, num_joints, 2)), np.zeros((0, num_joints, 2)), np.zeros(0))
+
+    def take(self, rows: np.ndarray) -> _Tracks:
+        return _Tracks(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+
+    def append(self, other: _Tracks) -> _Tracks:
+        return _Tracks(*(np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in dataclasses.fields(self)))
+
+
+class PoseTracker:
+    """Tracks people through a video on top of a pose estimator.
+
+    Args:
+        estimator: anything with ``keypoints(rgb, boxes_xywh) -> (N, K, 3)`` and
+            ``detect(list_of_rgb) -> [(boxes, scores)]``, normally a
+            :class:`~posekit.estimator.PoseEstimator`.
+        propagation: ``"flow"`` (previous joints moved by optical flow), ``"pose"`` (previous
+            joints where they were) or None (detector boxes only).
+        similarity: ``"flow-oks"`` (OKS with the previous pose moved by flow), ``"oks"`` (OKS
+            with the previous pose as it was) or ``"iou"`` (box IoU).
+        detector_every: run the detector every this many frames (and whenever a track was
+            lost in the previous frame or nothing is tracked); propagate boxes in between.
+        max_age: frames an unmatched track waits to be matched again before its id is retired
+            (0: the paper, previous frame only).
+        box_threshold: detections (and, for propagated boxes, the new pose's score) under it are dropped.
+        joint_threshold: joints under it take no part in propagation and matching.
+        smoothing: a :class:`OneEuro` to smooth each track's joints over time, or None.
+        flow: ``(prev_rgb, rgb) -> (H, W, 2)`` flow; default :class:`RaftFlow` on the estimator's
+            device, built on first use (its weights are only needed when flow is).
+        detect: ``(rgb, frame_index) -> (boxes, scores)``; default the estimator's detector.
+            Pass one to use precomputed boxes.
+        sigmas: per-joint OKS falloffs (K,); default COCO's, for 17 joints.
+
+    Example:
+        >>> tracker = PoseTracker(PoseEstimator(detector="fasterrcnn_resnet50_fpn_v2"), detector_every=5)
+        >>> for tracked in tracker.track(VideoSource("clip.mp4")):
+        ...     print(tracked.index, tracked.track_ids)
+    """
+
+    def __init__(
+        self,
+        estimator,
+        propagation: str | None = "flow",
+        similarity: str = "flow-oks",
+        detector_every: int = 1,
+        max_age: int = 0,
+        box_threshold: float = BOX_THRESHOLD,
+        joint_threshold: float = JOINT_THRESHOLD,
+        smoothing: OneEuro | None = None,
+        flow: FlowFunction | None = None,
+        detect: DetectFunction | None = None,
+        sigmas: np.ndarray | None = None,
+    ) -> None:
+        if propagation not in PROPAGATIONS:
+            raise PosekitError(f"propagation {propagation!r} is unknown; expected 'flow', 'pose' or None")
+        if similarity not in SIMILARITIES:
+            raise PosekitError(f"similarity {similarity!r} is unknown; expected one of {', '.join(SIMILARITIES)}")
+        if detector_every < 1 or (detector_every > 1 and propagation is None):
+            raise PosekitError(
+                f"detector_every={detector_every}: expected 1, or more with a propagation ('flow' or 'pose') "
+                "to find people on the frames without detection"
+            )
+        if max_age < 0:
+            raise PosekitError(f"max_age={max_age}: expected 0 or more frames")
+        self.estimator = estimator
+        self.propagation, self.similarity = propagation, similarity
+        self.detector_every, self.max_age = detector_every, max_age
+        self.box_threshold, self.joint_threshold = box_threshold, joint_threshold
+        self.smoothing = smoothing
+        self._flow = flow
+        self._detect = detect or (lambda rgb, index: estimator.detect([rgb])[0])
+        self._sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tracks and start ids from 1 again (a new video)."""
+        self._tracks: _Tracks | None = None
+        self._previous_rgb: np.ndarray | None = None
+        self._next_id = 1
+        self._lost = False
+        self._frames_seen = 0
+
+    @property
+    def uses_flow(self) -> bool:
+        """Whether this configuration computes optical flow between consecutive frames."""
+        return self.propagation == "flow" or self.similarity == "flow-oks"
+
+    def track(self, frames: Iterable[Frame]) -> Iterator[TrackedFrame]:
+        """Track through a sequence of :class:`~posekit.video.Frame` (e.g. a :class:`~posekit.video.VideoSource`)."""
+        for frame in frames:
+            yield self.update(frame.rgb, frame.index, frame.time)
+
+    def update(self, rgb: np.ndarray, index: int | None = None, time: float | None = None) -> TrackedFrame:
+        """Track one more frame. Shape: rgb (H, W, 3) uint8 RGB.
+
+        ``index`` defaults to the number of frames seen so far, ``time`` to ``index / 30`` s.
+        """
+        index = self._frames_seen if index is None else index
+        time = index / 30.0 if time is None else float(time)
+        tracks = self._tracks
+        if tracks is not None and self.uses_flow and self._previous_rgb is not None and len(tracks.ids):
+            tracks.moved = warp_keypoints(tracks.moved, self._flow_function()(self._previous_rgb, rgb))
+        fresh = tracks.age == 0 if tracks is not None else np.zeros(0, bool)
+        detected = self.detector_every == 1 or self._frames_seen % self.detector_every == 0 or self._lost or not fresh.any()
+        boxes, scores, propagated = self._boxes(rgb, index, tracks, fresh, detected)
+        keypoints = np.asarray(self.estimator.keypoints(rgb, boxes), np.float64)  # the one network call of the frame
+        scores = rescore(keypoints, scores, self.joint_threshold)
+        # A propagated box must hold a pose as sure as a detection: else the person has left it.
+        keep = ~propagated | (rescore(keypoints, np.ones(len(boxes)), self.joint_threshold) >= self.box_threshold)
+        boxes, scores, keypoints = boxes[keep], scores[keep], keypoints[keep]
+        # Two boxes on one person (a detection and a box the flow bent out of shape) give two
+        # near-identical poses that box NMS missed: keep the better one, as COCO evaluation does.
+        unique = np.sort(oks_nms(keypoints, scores, boxes[:, 2] * boxes[:, 3], OKS_NMS_THRESHOLD))
+        boxes, scores, keypoints = boxes[unique], scores[unique], keypoints[unique]
+        track_ids, output = self._associate(keypoints, boxes, scores, time)
+        self._previous_rgb = rgb
+        self._frames_seen += 1
+        return TrackedFrame(index, time, track_ids, boxes, scores, output, detected)
+
+    def _flow_function(self) -> FlowFunction:
+        if self._flow is None:
+            self._flow = RaftFlow(device=getattr(self.estimator, "device", "cpu"))
+        return self._flow
+
+    def _boxes(
+        self, rgb: np.ndarray, index: int, tracks: _Tracks | None, fresh: np.ndarray, detected: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detected and propagated boxes merged by NMS: (boxes (M, 4), box scores (M,), propagated mask (M,))."""
+        boxes, scores = np.zeros((0, 4)), np.zeros(0)
+        if detected:
+            found, found_scores = self._detect(rgb, index)
+            found_scores = np.asarray(found_scores, np.float64).reshape(-1)
+            good = found_scores >= self.box_threshold
+            boxes, scores = np.asarray(found, np.float64).reshape(-1, 4)[good], found_scores[good]
+        propagated = np.zeros(len(boxes), bool)
+        if self.propagation is not None and fresh.any():
+            source = tracks.moved if self.propagation == "flow" else tracks.keypoints
+            moved = joint_boxes(source[fresh], self.joint_threshold)
+            boxes = np.concatenate([boxes, moved])
+            scores = np.concatenate([scores, tracks.scores[fresh]])
+            propagated = np.concatenate([propagated, np.ones(len(moved), bool)])
+        boxes, valid = clip_boxes(boxes, rgb.shape[1], rgb.shape[0])
+        scores, propagated = scores[valid], propagated[valid]
+        # Detections first among equal scores: at a tie the current evidence wins.
+        kept = box_nms(boxes, scores + np.where(propagated, 0.0, 1e-9))
+        return boxes[kept], scores[kept], propagated[kept]
+
+    def _associate(
+        self, keypoints: np.ndarray, boxes: np.ndarray, scores: np.ndarray, time: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Match the new poses to the living tracks, update the tracks; (track ids (N,), output keypoints (N, K, 3))."""
+        num_joints = keypoints.shape[1] if keypoints.ndim == 3 else NUM_KEYPOINTS
+        tracks = self._tracks if self._tracks is not None else _Tracks.empty(num_joints)
+        similarity = self._similarity(keypoints, boxes, tracks)
+        new_rows, track_rows = greedy_match(similarity)
+        track_ids = np.zeros(len(keypoints), np.int64)
+        track_ids[new_rows] = tracks.ids[track_rows]
+        unmatched = np.setdiff1d(np.arange(len(keypoints)), new_rows)
+        track_ids[unmatched] = self._next_id + np.arange(len(unmatched))
+        self._next_id += len(unmatched)
+
+        output = keypoints.copy()
+        if self.smoothing is not None and len(new_rows):
+            output[new_rows, :, :2], speed = self.smoothing(
+                keypoints[new_rows, :, :2], tracks.smooth[track_rows], tracks.speed[track_rows], time - tracks.time[track_rows]
+            )
+        else:
+            speed = np.zeros((len(new_rows), num_joints, 2))
+        # Tracks seen now: the new rows in input order; the others age and retire after max_age.
+        seen = np.zeros(len(tracks.ids), bool)
+        seen[track_rows] = True
+        rest = tracks.take(~seen)
+        rest.age = rest.age + 1
+        self._lost = bool((rest.age == 1).any())
+        speeds = np.zeros((len(keypoints), num_joints, 2))
+        speeds[new_rows] = speed
+        now = _Tracks(track_ids, keypoints, keypoints, boxes.astype(np.float64), scores, np.zeros(len(keypoints), np.int64),
+                      output[..., :2], speeds, np.full(len(keypoints), time))
+        self._tracks = now.append(rest.take(rest.age <= self.max_age))
+        return track_ids, output
+
+    def _similarity(self, keypoints: np.ndarray, boxes: np.ndarray, tracks: _Tracks) -> np.ndarray:
+        """Similarity of each new pose (rows) with each living track (columns). Shape: (N, T)."""
+        if self.similarity == "iou":
+            return box_iou(boxes, tracks.boxes)
+        sigmas = self._sigmas
+        if sigmas is None:
+            if keypoints.shape[1] != NUM_KEYPOINTS:
+                raise PosekitError(f"poses have {keypoints.shape[1]} joints: pass sigmas (one OKS falloff per joint)")
+            sigmas = OKS_SIGMAS
+        previous = tracks.moved if self.similarity == "flow-oks" else tracks.keypoints
+        return pose_similarity(keypoints, previous, sigmas, self.joint_threshold)
