@@ -121,6 +121,8 @@ def _assigned_person(matches: np.ndarray, annotated_joints: np.ndarray) -> np.nd
     matched, as a fraction of that person's annotated joints); each annotated person then takes the
     best prediction left pointing at it. Shape: matches (P, G, K), annotated_joints (G,) ->
     the annotated person of each prediction, (P,) int64, -1 for none."""
+    if matches.shape[0] == 0:
+        return np.zeros(0, np.int64)
     pck = matches.sum(2) / np.maximum(annotated_joints, 1)[None, :]
     pck = np.where(np.arange(pck.shape[1])[None, :] == pck.argmax(1)[:, None], pck, 0.0)
     best = pck.argmax(0)  # (G,)
@@ -157,9 +159,10 @@ def evaluate_tracking(
     scores, labels = [], []
     annotated_count = np.zeros(num_joints, np.int64)
     for truth, predicted in frames:
-        keypoints = np.asarray(predicted.keypoints, np.float64).reshape(len(predicted.track_ids), -1, 3)
-        if keypoints.shape[1] != num_joints and len(keypoints):
-            raise AnnotationError(f"predictions have {keypoints.shape[1]} joints, the annotations {num_joints}")
+        keypoints = np.asarray(predicted.keypoints, np.float64)
+        if keypoints.size and keypoints.shape[1:] != (num_joints, 3):
+            raise AnnotationError(f"predictions have shape {keypoints.shape}; the annotations have {num_joints} joints")
+        keypoints = keypoints.reshape(len(predicted.track_ids), num_joints, 3)
         has_truth = np.asarray(truth.keypoints)[..., 2] > 0  # (G, K)
         has_prediction = keypoints[..., 2] >= joint_threshold  # (P, K)
         distances = joint_distances(keypoints, truth.keypoints, truth.head_boxes)
