@@ -326,10 +326,10 @@ def draw_tracks(
     from PIL import Image, ImageDraw, ImageFont
 
     image = np.array(rgb, dtype=np.uint8, copy=True)
-    keypoints = np.asarray(keypoints, np.float64).reshape(len(track_ids), -1, 3)
-    track_ids = np.asarray(track_ids, np.int64)
+    track_ids = np.asarray(track_ids, np.int64).reshape(-1)
     if len(track_ids) == 0:
         return image
+    keypoints = np.asarray(keypoints, np.float64).reshape(len(track_ids), -1, 3)
     colors = track_colors(track_ids)  # (N, 3)
     radius = max(1, image.shape[0] // 360)
     xy, visible = keypoints[..., :2], keypoints[..., 2] >= score_threshold
@@ -360,7 +360,7 @@ def draw_tracks(
             continue
         label = f"{track_id}"
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-        y = max(0.0, y - (bottom - top) - 4)
+        y = max(0.0, y - (bottom - top) - 6 - 2 * radius)  # clear of the joint or box edge below
         draw.rectangle((x, y, x + right - left + 6, y + bottom - top + 4), fill=tuple(int(c) for c in color))
         draw.text((x + 3 - left, y + 2 - top), label, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
