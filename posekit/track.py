@@ -27,7 +27,7 @@ from posekit.coco17 import NUM_KEYPOINTS, OKS_SIGMAS
 from posekit.errors import PosekitError
 
 if TYPE_CHECKING:
-    from posekit.video import Frame
+    from posekit.video import Frame, VideoSource
 
 # The paper's thresholds.
 BOX_THRESHOLD = 0.5  # detections scoring less are dropped
@@ -337,7 +337,7 @@ class PoseTracker:
         joint_threshold: joints under it take no part in propagation and matching.
         smoothing: a :class:`OneEuro` to smooth each track's joints over time, or None.
         flow: ``(prev_rgb, rgb) -> (H, W, 2)`` flow; default :class:`RaftFlow` on the estimator's
-            device, built on first use (its weights are only needed when flow is).
+            device, loaded here when the configuration uses flow (so missing weights stop it before frame 1).
         detect: ``(rgb, frame_index) -> (boxes, scores)``; default the estimator's detector.
             Pass one to use precomputed boxes.
         sigmas: per-joint OKS falloffs (K,); default COCO's, for 17 joints.
@@ -378,6 +378,8 @@ class PoseTracker:
         self.detector_every, self.max_age = detector_every, max_age
         self.box_threshold, self.joint_threshold = box_threshold, joint_threshold
         self.smoothing = smoothing
+        if flow is None and self.uses_flow:
+            flow = RaftFlow(device=getattr(estimator, "device", "cpu"))
         self._flow = flow
         self._detect = detect or (lambda rgb, index: estimator.detect([rgb])[0])
         self._sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
@@ -410,7 +412,7 @@ class PoseTracker:
         time = index / 30.0 if time is None else float(time)
         tracks = self._tracks
         if tracks is not None and self.uses_flow and self._previous_rgb is not None and len(tracks.ids):
-            tracks.moved = warp_keypoints(tracks.moved, self._flow_function()(self._previous_rgb, rgb))
+            tracks.moved = warp_keypoints(tracks.moved, self._flow(self._previous_rgb, rgb))
         fresh = tracks.age == 0 if tracks is not None else np.zeros(0, bool)
         detected = self.detector_every == 1 or self._frames_seen % self.detector_every == 0 or self._lost or not fresh.any()
         boxes, scores, propagated = self._boxes(rgb, index, tracks, fresh, detected)
@@ -427,11 +429,6 @@ class PoseTracker:
         self._previous_rgb = rgb
         self._frames_seen += 1
         return TrackedFrame(index, time, track_ids, boxes, scores, output, detected)
-
-    def _flow_function(self) -> FlowFunction:
-        if self._flow is None:
-            self._flow = RaftFlow(device=getattr(self.estimator, "device", "cpu"))
-        return self._flow
 
     def _boxes(
         self, rgb: np.ndarray, index: int, tracks: _Tracks | None, fresh: np.ndarray, detected: bool
@@ -501,3 +498,105 @@ class PoseTracker:
             sigmas = OKS_SIGMAS
         previous = tracks.moved if self.similarity == "flow-oks" else tracks.keypoints
         return pose_similarity(keypoints, previous, sigmas, self.joint_threshold)
+
+
+def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | None = None) -> dict:
+    """Tracked frames as a PoseTrack 2018 style JSON document (COCO-like, one ``track_id`` per person).
+
+    ``images`` lists every frame in order (id = frame index, ``file_name`` from ``file_names`` or
+    ``NNNNNN.jpg``); ``annotations`` holds one entry per tracked person with ``keypoints``
+    (x, y, score) * K, ``scores`` (per joint), ``bbox`` and ``score``. :func:`posekit.track_eval.load_posetrack`
+    reads it back.
+    """
+    from posekit.coco17 import KEYPOINT_NAMES, SKELETON
+
+    frames = list(frames)
+    names = list(file_names) if file_names is not None else [f"{f.index:06d}.jpg" for f in frames]
+    images = [{"id": f.index, "file_name": name, "frame_id": f.index, "time": round(f.time, 6)} for f, name in zip(frames, names)]
+    annotations = [
+        {
+            "id": f.index * 1000 + row, "image_id": f.index, "track_id": int(track_id), "category_id": 1,
+            "keypoints": np.round(points, 2).ravel().tolist(), "scores": np.round(points[:, 2], 4).tolist(),
+            "bbox": np.round(box, 2).tolist(), "score": round(float(score), 4),
+        }
+        for f in frames
+        for row, (track_id, points, box, score) in enumerate(zip(f.track_ids, f.keypoints, f.boxes, f.scores))
+    ]
+    categories = [{"id": 1, "name": "person", "keypoints": list(KEYPOINT_NAMES), "skeleton": [[a + 1, b + 1] for a, b in SKELETON]}]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+@dataclasses.dataclass
+class TrackingRun:
+    """The result of :func:`track_video`.
+
+    Attributes:
+        frames: the tracked frames, in order.
+        file_names: a name per frame (the image file of a folder, else ``NNNNNN.jpg``).
+        fps: frames per second, the source's.
+        seconds: wall-clock seconds in the tracker (detector, flow, pose network, matching) and in total
+            (also decoding, drawing and encoding).
+    """
+
+    frames: list[TrackedFrame]
+    file_names: list[str]
+    fps: float
+    seconds: dict[str, float]
+
+    @property
+    def tracking_fps(self) -> float:
+        """Frames per second of the tracker alone."""
+        return len(self.frames) / max(self.seconds["tracking"], 1e-9)
+
+    @property
+    def total_fps(self) -> float:
+        """Frames per second end to end: decode, track, draw, encode."""
+        return len(self.frames) / max(self.seconds["total"], 1e-9)
+
+
+def track_video(
+    tracker: PoseTracker,
+    source: str | os.PathLike | int | VideoSource,
+    out: str | os.PathLike | None = None,
+    caption: str | None = None,
+    score_threshold: float = 0.3,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> TrackingRun:
+    """Track everyone through a video and optionally write it annotated.
+
+    Args:
+        tracker: a :class:`PoseTracker` (reset first: ids start at 1).
+        source: a :class:`~posekit.video.VideoSource` or what it reads: a video, a folder of frames, a webcam, a URL.
+        out: an ``.mp4`` to write the annotated video to (whole or not at all), or None.
+        caption: a line written on every annotated frame (say here that weights are untrained).
+        score_threshold: joints drawn from this score.
+        max_frames: stop after this many frames (a webcam never ends by itself).
+        progress: show a tqdm bar with the frame rate.
+    """
+    import contextlib
+    import itertools
+    import time
+
+    from tqdm.auto import tqdm
+
+    from posekit.video import VideoSource, VideoWriter, draw_tracks
+
+    video = source if isinstance(source, VideoSource) else VideoSource(source)
+    tracker.reset()
+    frames: list[TrackedFrame] = []
+    tracking = 0.0
+    start = time.perf_counter()
+    total = min(filter(None, (video.num_frames, max_frames)), default=None)
+    with VideoWriter(out, video.fps) if out is not None else contextlib.nullcontext() as writer:
+        bar = tqdm(itertools.islice(video, max_frames), total=total, desc="posekit track", unit="frame", disable=not progress)
+        for frame in bar:
+            began = time.perf_counter()
+            tracked = tracker.update(frame.rgb, frame.index, frame.time)
+            tracking += time.perf_counter() - began
+            frames.append(tracked)
+            bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
+            if writer is not None:
+                writer.write(draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption))
+    seconds = {"tracking": tracking, "total": time.perf_counter() - start}
+    return TrackingRun(frames, video.file_names or [f"{f.index:06d}.jpg" for f in frames], video.fps, seconds)

@@ -68,6 +68,7 @@ class VideoSource:
     Attributes:
         fps: frames per second (the stream's average rate, or ``folder_fps``).
         num_frames: number of frames when known in advance, else None (cameras, streams, some files).
+        file_names: for a folder, the names of its frames in order; else None.
 
     Raises:
         VideoError: the source does not exist or FFmpeg cannot open it.
@@ -85,7 +86,9 @@ class VideoSource:
 
             self._images = find_images([self.name])
             self.fps, self.num_frames = float(folder_fps), len(self._images)
+            self.file_names = [path.name for path in self._images]
             return
+        self.file_names = None
         container = self._open()
         with container:
             stream = container.streams.video[0]
@@ -312,6 +315,7 @@ def draw_tracks(
     track_ids: np.ndarray,
     boxes: np.ndarray | None = None,
     score_threshold: float = 0.3,
+    caption: str | None = None,
 ) -> np.ndarray:
     """Draw tracked skeletons on a frame: limbs and box in the track's colour, joints coloured by
     body side (as in :mod:`posekit.viz`), and the id as a label.
@@ -322,11 +326,19 @@ def draw_tracks(
 
     Shape: rgb (H, W, 3) uint8; keypoints (N, K, 3) x, y, score; track_ids (N,); boxes (N, 4)
     xywh or None (the label then sits above the highest joint). Returns a new (H, W, 3) uint8.
+
+    Args:
+        caption: a line written in red at the top left (e.g. that the weights are untrained).
     """
     from PIL import Image, ImageDraw, ImageFont
 
     image = np.array(rgb, dtype=np.uint8, copy=True)
     track_ids = np.asarray(track_ids, np.int64).reshape(-1)
+    font = ImageFont.load_default(size=max(10, image.shape[0] // 40))
+    if caption:
+        canvas = Image.fromarray(image)
+        ImageDraw.Draw(canvas).text((8, 8), caption, fill=(255, 0, 0), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        image = np.array(canvas)
     if len(track_ids) == 0:
         return image
     keypoints = np.asarray(keypoints, np.float64).reshape(len(track_ids), -1, 3)
@@ -354,7 +366,6 @@ def draw_tracks(
         anchors = np.stack([masked[..., 0].min(1), masked[..., 1].min(1)], axis=1)
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(10, image.shape[0] // 40))
     for (x, y), track_id, color in zip(anchors, track_ids, colors):  # text: one PIL call per label
         if not np.isfinite([x, y]).all():
             continue
