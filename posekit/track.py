@@ -300,7 +300,6 @@ class _Tracks:
     keypoints: np.ndarray  # (T, K, 3) last pose, as estimated
     moved: np.ndarray  # (T, K, 3) last pose moved by the flow into the current frame (with flow)
     boxes: np.ndarray  # (T, 4) last box
-    scores: np.ndarray  # (T,) last person score
     age: np.ndarray  # (T,) frames since last matched (0: seen in the previous frame)
     smooth: np.ndarray  # (T, K, 2) One-Euro state: filtered joints
     speed: np.ndarray  # (T, K, 2) One-Euro state: filtered speed
@@ -308,7 +307,7 @@ class _Tracks:
 
     @classmethod
     def empty(cls, num_joints: int) -> _Tracks:
-        return cls(np.zeros(0, np.int64), np.zeros((0, num_joints, 3)), np.zeros((0, num_joints, 3)), np.zeros((0, 4)), np.zeros(0),
+        return cls(np.zeros(0, np.int64), np.zeros((0, num_joints, 3)), np.zeros((0, num_joints, 3)), np.zeros((0, 4)),
                    np.zeros(0, np.int64), np.zeros((0, num_joints, 2)), np.zeros((0, num_joints, 2)), np.zeros(0))
 
     def take(self, rows: np.ndarray) -> _Tracks:
@@ -425,7 +424,7 @@ class PoseTracker:
         # near-identical poses that box NMS missed: keep the better one, as COCO evaluation does.
         unique = np.sort(oks_nms(keypoints, scores, boxes[:, 2] * boxes[:, 3], OKS_NMS_THRESHOLD))
         boxes, scores, keypoints = boxes[unique], scores[unique], keypoints[unique]
-        track_ids, output = self._associate(keypoints, boxes, scores, time)
+        track_ids, output = self._associate(keypoints, boxes, time)
         self._previous_rgb = rgb
         self._frames_seen += 1
         return TrackedFrame(index, time, track_ids, boxes, scores, output, detected)
@@ -445,17 +444,15 @@ class PoseTracker:
             source = tracks.moved if self.propagation == "flow" else tracks.keypoints
             moved = joint_boxes(source[fresh], self.joint_threshold)
             boxes = np.concatenate([boxes, moved])
-            scores = np.concatenate([scores, tracks.scores[fresh]])
+            # A propagated box is as sure as the pose it came from (its mean confident joint score).
+            scores = np.concatenate([scores, rescore(source[fresh], np.ones(len(moved)), self.joint_threshold)])
             propagated = np.concatenate([propagated, np.ones(len(moved), bool)])
         boxes, valid = clip_boxes(boxes, rgb.shape[1], rgb.shape[0])
         scores, propagated = scores[valid], propagated[valid]
-        # Detections first among equal scores: at a tie the current evidence wins.
-        kept = box_nms(boxes, scores + np.where(propagated, 0.0, 1e-9))
+        kept = box_nms(boxes, scores)  # stable: at equal scores the detections, listed first, win
         return boxes[kept], scores[kept], propagated[kept]
 
-    def _associate(
-        self, keypoints: np.ndarray, boxes: np.ndarray, scores: np.ndarray, time: float
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _associate(self, keypoints: np.ndarray, boxes: np.ndarray, time: float) -> tuple[np.ndarray, np.ndarray]:
         """Match the new poses to the living tracks, update the tracks; (track ids (N,), output keypoints (N, K, 3))."""
         num_joints = keypoints.shape[1] if keypoints.ndim == 3 else NUM_KEYPOINTS
         tracks = self._tracks if self._tracks is not None else _Tracks.empty(num_joints)
@@ -482,7 +479,7 @@ class PoseTracker:
         self._lost = bool((rest.age == 1).any())
         speeds = np.zeros((len(keypoints), num_joints, 2))
         speeds[new_rows] = speed
-        now = _Tracks(track_ids, keypoints, keypoints, boxes.astype(np.float64), scores, np.zeros(len(keypoints), np.int64),
+        now = _Tracks(track_ids, keypoints, keypoints, boxes.astype(np.float64), np.zeros(len(keypoints), np.int64),
                       output[..., :2], speeds, np.full(len(keypoints), time))
         self._tracks = now.append(rest.take(rest.age <= self.max_age))
         return track_ids, output

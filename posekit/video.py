@@ -337,7 +337,8 @@ def draw_tracks(
     font = ImageFont.load_default(size=max(10, image.shape[0] // 40))
     if caption:
         canvas = Image.fromarray(image)
-        ImageDraw.Draw(canvas).text((8, 8), caption, fill=(255, 0, 0), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        big = ImageFont.load_default(size=max(12, image.shape[0] // 24))
+        ImageDraw.Draw(canvas).text((8, 8), caption, fill=(255, 0, 0), font=big, stroke_width=2, stroke_fill=(0, 0, 0))
         image = np.array(canvas)
     if len(track_ids) == 0:
         return image
