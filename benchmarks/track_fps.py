@@ -107,7 +107,7 @@ def main() -> None:
     for depth, flip, every in settings:
         fps = len(order) / best[(depth, flip, every)]
         base = len(order) / best[(depth, flip, args.every[0])]
-        print(f"{f'ResNet-{depth}':<14}{'on' if flip else 'off':<6}{f'every {every} frames':<18}{fps:>8.2f}{fps / base:>15.2f}x")
+        print(f"{f'ResNet-{depth}':<14}{'on' if flip else 'off':<6}{'every frame' if every == 1 else f'every {every} frames':<18}{fps:>8.2f}{fps / base:>15.2f}x")
 
 
 if __name__ == "__main__":

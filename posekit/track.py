@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from posekit.coco import OKS_NMS_THRESHOLD, oks_nms, rescore
+from posekit.coco import OKS_NMS_THRESHOLD, rescore
 from posekit.coco17 import NUM_KEYPOINTS, OKS_SIGMAS
 from posekit.errors import PosekitError
 
@@ -100,21 +100,25 @@ def box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
-def box_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU) -> np.ndarray:
-    """Greedy box NMS: visit by descending score (earlier index first among equals), keep a box
-    unless it overlaps a kept one by IoU > ``threshold``.
+def nms(similarity: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression: visit by descending score (earlier index first among
+    equals), keep an item unless its similarity to a kept one is above ``threshold``.
 
-    Shape: boxes (N, 4) xywh, scores (N,) -> kept indices (M,) int64, in visiting order.
+    Shape: similarity (N, N), scores (N,) -> kept indices (M,) int64, in visiting order.
     """
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    overlaps = box_iou(boxes, boxes)
     suppressed = np.zeros(len(order), bool)
     kept = []
-    for index in order:  # greedy: whether a box survives depends on the boxes kept before it
+    for index in order:  # greedy: whether an item survives depends on the items kept before it
         if not suppressed[index]:
             kept.append(index)
-            suppressed |= overlaps[index] > threshold
+            suppressed |= similarity[index] > threshold
     return np.asarray(kept, np.int64)
+
+
+def box_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU) -> np.ndarray:
+    """:func:`nms` of boxes by IoU. Shape: boxes (N, 4) xywh, scores (N,) -> kept indices (M,)."""
+    return nms(box_iou(boxes, boxes), scores, threshold)
 
 
 def clip_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -421,8 +425,9 @@ class PoseTracker:
         keep = ~propagated | (rescore(keypoints, np.ones(len(boxes)), self.joint_threshold) >= self.box_threshold)
         boxes, scores, keypoints = boxes[keep], scores[keep], keypoints[keep]
         # Two boxes on one person (a detection and a box the flow bent out of shape) give two
-        # near-identical poses that box NMS missed: keep the better one, as COCO evaluation does.
-        unique = np.sort(oks_nms(keypoints, scores, boxes[:, 2] * boxes[:, 3], OKS_NMS_THRESHOLD))
+        # near-identical poses that box NMS missed: keep the better one (OKS-NMS, as COCO evaluation).
+        similarity = pose_similarity(keypoints, keypoints, self._joint_sigmas(keypoints.shape[1]), self.joint_threshold)
+        unique = np.sort(nms(similarity, scores, OKS_NMS_THRESHOLD))
         boxes, scores, keypoints = boxes[unique], scores[unique], keypoints[unique]
         track_ids, output = self._associate(keypoints, boxes, time)
         self._previous_rgb = rgb
@@ -488,13 +493,15 @@ class PoseTracker:
         """Similarity of each new pose (rows) with each living track (columns). Shape: (N, T)."""
         if self.similarity == "iou":
             return box_iou(boxes, tracks.boxes)
-        sigmas = self._sigmas
-        if sigmas is None:
-            if keypoints.shape[1] != NUM_KEYPOINTS:
-                raise PosekitError(f"poses have {keypoints.shape[1]} joints: pass sigmas (one OKS falloff per joint)")
-            sigmas = OKS_SIGMAS
         previous = tracks.moved if self.similarity == "flow-oks" else tracks.keypoints
-        return pose_similarity(keypoints, previous, sigmas, self.joint_threshold)
+        return pose_similarity(keypoints, previous, self._joint_sigmas(keypoints.shape[1]), self.joint_threshold)
+
+    def _joint_sigmas(self, num_joints: int) -> np.ndarray:
+        if self._sigmas is not None:
+            return self._sigmas
+        if num_joints != NUM_KEYPOINTS:
+            raise PosekitError(f"poses have {num_joints} joints: pass sigmas (one OKS falloff per joint)")
+        return OKS_SIGMAS
 
 
 def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | None = None) -> dict:

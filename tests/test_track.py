@@ -384,3 +384,16 @@ def test_raft_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
     message = str(error.value)
     assert str(tmp_path / "checkpoints" / "raft_small_C_T_V2-01064c6d.pth") in message
     assert "--propagation pose" in message
+
+
+def test_other_numbers_of_joints_track_given_their_sigmas():
+    scene = crossing(frames=8)
+    five = FakeEstimator(scene)
+    full = five.keypoints
+    joints = [0, 5, 6, 15, 16]  # a 5-joint keypoint set: nose, shoulders, ankles
+    five.keypoints = lambda rgb, boxes: full(rgb, boxes)[:, joints]
+    tracker = PoseTracker(five, propagation="pose", similarity="oks", sigmas=OKS_SIGMAS[joints])
+    tracked = [tracker.update(rgb, t) for t, rgb in enumerate(scene.frames())]
+    assert [f.track_ids.tolist() for f in tracked] == [[1, 2]] * 8
+    with pytest.raises(PosekitError, match="5 joints: pass sigmas"):
+        PoseTracker(five, propagation="pose", similarity="oks").update(scene.frames()[0], 0)
