@@ -397,3 +397,24 @@ def test_other_numbers_of_joints_track_given_their_sigmas():
     assert [f.track_ids.tolist() for f in tracked] == [[1, 2]] * 8
     with pytest.raises(PosekitError, match="5 joints: pass sigmas"):
         PoseTracker(five, propagation="pose", similarity="oks").update(scene.frames()[0], 0)
+
+
+def test_raft_flow_is_scaled_back_to_frame_pixels():
+    """A stand-in RAFT answering a constant flow at its working size: the frame-sized flow is that
+    displacement times the frame/working size ratio, per axis."""
+    seen = []
+
+    class ConstantFlow(torch.nn.Module):
+        def forward(self, first, second):
+            seen.append((tuple(first.shape), float(first.min()), float(first.max())))
+            flow = torch.ones(1, 2, *first.shape[2:])
+            return [flow * 0, flow * torch.tensor([3.0, -2.0])[None, :, None, None]]
+
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[:8, :8] = 255
+    field = RaftFlow(ConstantFlow(), max_side=512)(frame, frame)
+    # 1280x720 -> long side 512: 512 x 288, both multiples of 8.
+    (shape, low, high), = seen
+    assert shape == (1, 3, 288, 512) and low == -1.0 and 0.0 < high <= 1.0 + 1e-5  # RAFT input range [-1, 1]
+    np.testing.assert_allclose(field[..., 0], 3.0 * 1280 / 512)
+    np.testing.assert_allclose(field[..., 1], -2.0 * 720 / 288)
