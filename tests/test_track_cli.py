@@ -131,3 +131,25 @@ def test_export_rejects_an_input_size_the_network_cannot_take(checkpoint, tmp_pa
     assert main(["export", "--weights", str(path), "--depth", "18", "--input", "100x75", "--out", str(tmp_path / "m.onnx")]) == 1
     assert "multiples of 32" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_track_with_the_detector(offline, tmp_path, monkeypatch, capsys):
+    """The detector path end to end: a detector with random weights, placed where torchvision keeps
+    its downloads (timing and plumbing only: it finds nobody, as random weights should)."""
+    from posekit.detect import DETECTORS
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    spec = DETECTORS["fasterrcnn_mobilenet_v3_large_fpn"]
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    network = spec.builder(weights=None, weights_backbone=None, num_classes=spec.num_classes)
+    torch.save(network.state_dict(), checkpoints / spec.url.rsplit("/", 1)[-1])
+    tracks = tmp_path / "tracks.json"
+    code = main(["track", str(VIDEO_SAMPLE_CLIP), "--detector", "fasterrcnn_mobilenet_v3_large_fpn", "--propagation",
+                 "pose", "--similarity", "oks", "--detector-every", "2", "--no-flip", "--device", "cpu",
+                 "--max-frames", "3", "--json", str(tracks)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    # Nobody found, so nothing to propagate: the detector runs on every frame despite --detector-every 2.
+    assert "3 frames, 0 tracks" in printed.out and "detector on 3 frames" in printed.out
+    assert len(json.loads(tracks.read_text())["images"]) == 3
