@@ -10,6 +10,10 @@ each predicted pose is assigned to the annotated pose it matches most joints of 
 predicted joint is then a true or false positive, ranked by its score (VOC-style AP per joint).
 Frames without annotated people are left out, as ``poseval`` does.
 
+Joints are compared slot by slot. PoseTrack 2018 files use COCO's 17 slots but annotate
+head_bottom and head_top where COCO has the eyes (and no ears): a COCO-trained network's eyes are
+scored against those, so expect those two joints to score low (the others mean the same thing).
+
 Two deliberate differences from the 2017 ``poseval`` code: the last frame of a sequence is
 counted (``poseval`` drops it), and a frame with annotated people but no predictions counts
 those people as misses (``poseval`` enters one placeholder pair there instead).
