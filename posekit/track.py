@@ -15,8 +15,11 @@ real time, since on a CPU the detector costs more than the pose network.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import os
+from time import perf_counter
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
@@ -578,10 +581,6 @@ def track_video(
         max_frames: stop after this many frames (a webcam never ends by itself).
         progress: show a tqdm bar with the frame rate.
     """
-    import contextlib
-    import itertools
-    import time
-
     from tqdm.auto import tqdm
 
     from posekit.video import VideoSource, VideoWriter, draw_tracks
@@ -590,17 +589,17 @@ def track_video(
     tracker.reset()
     frames: list[TrackedFrame] = []
     tracking = 0.0
-    start = time.perf_counter()
+    start = perf_counter()
     total = min(filter(None, (video.num_frames, max_frames)), default=None)
     with VideoWriter(out, video.fps) if out is not None else contextlib.nullcontext() as writer:
         bar = tqdm(itertools.islice(video, max_frames), total=total, desc="posekit track", unit="frame", disable=not progress)
         for frame in bar:
-            began = time.perf_counter()
+            began = perf_counter()
             tracked = tracker.update(frame.rgb, frame.index, frame.time)
-            tracking += time.perf_counter() - began
+            tracking += perf_counter() - began
             frames.append(tracked)
             bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
             if writer is not None:
                 writer.write(draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption))
-    seconds = {"tracking": tracking, "total": time.perf_counter() - start}
+    seconds = {"tracking": tracking, "total": perf_counter() - start}
     return TrackingRun(frames, video.file_names or [f"{f.index:06d}.jpg" for f in frames], video.fps, seconds)
