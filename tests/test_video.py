@@ -136,3 +136,46 @@ def test_draw_tracks_with_boxes_and_no_people():
     out = draw_tracks(image, np.zeros((1, 17, 3)), np.array([2]), boxes=np.array([[10, 20, 50, 60]]))
     np.testing.assert_array_equal(out[50, 10], track_colors(np.array([2]))[0])  # left edge of the box
     np.testing.assert_array_equal(out[50, 35], [0, 0, 0])  # inside stays clear
+
+
+def test_a_stream_url_is_read_like_a_file(monkeypatch):
+    """An HTTP stream served from 127.0.0.1: FFmpeg's own network reading, no internet needed."""
+    import http.server
+    import io
+    import re
+    import threading
+
+    data = VIDEO_SAMPLE_CLIP.read_bytes()
+
+    class RangeServer(http.server.SimpleHTTPRequestHandler):
+        """Serves the clip with HTTP range requests, which FFmpeg needs to seek in an mp4."""
+
+        def send_head(self):
+            wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            start = int(wanted[1]) if wanted else 0
+            end = int(wanted[2]) if wanted and wanted[2] else len(data) - 1
+            self.send_response(206 if wanted else 200)
+            if wanted:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(end - start + 1))
+            self.end_headers()
+            return io.BytesIO(data[start : end + 1])
+
+        def log_message(self, *args) -> None:
+            pass
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)  # FFmpeg honours http_proxy; the server is local
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{VIDEO_SAMPLE_CLIP.name}"
+        frames = list(VideoSource(url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(frames[3].rgb, list(VideoSource(VIDEO_SAMPLE_CLIP))[3].rgb)
