@@ -414,7 +414,8 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster pose network")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
                         help="pose network runtime (auto: onnxruntime for fp32 on the CPU when installed)")
-    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (a webcam runs until Ctrl-C)")
+    parser.add_argument("--max-frames", type=int, metavar="N",
+                        help="stop after N frames; Ctrl-C also stops and keeps what was tracked (for webcams)")
     parser.add_argument("--eval", type=Path, metavar="GT.json",
                         help="score the tracks against PoseTrack 2018 annotations of this video: MOTA and mAP")
     _add_device_option(parser)
@@ -460,7 +461,7 @@ def _run_track(args: argparse.Namespace) -> int:
     tracks = len({int(i) for f in run.frames for i in f.track_ids})
     detected = sum(f.detected for f in run.frames)
     print(
-        f"posekit track: {len(run.frames)} frames, {tracks} tracks, {run.tracking_fps:.2f} fps tracking, "
+        f"posekit track: {'stopped by Ctrl-C after ' if run.interrupted else ''}{len(run.frames)} frames, {tracks} tracks, {run.tracking_fps:.2f} fps tracking, "
         f"{run.total_fps:.2f} fps end to end (detector on {detected} frames; {estimator.weights_source}; "
         f"device {estimator.device})"
     )

@@ -543,12 +543,14 @@ class TrackingRun:
         fps: frames per second, the source's.
         seconds: wall-clock seconds in the tracker (detector, flow, pose network, matching) and in total
             (also decoding, drawing and encoding).
+        interrupted: whether Ctrl-C ended the run (the frames before it are kept, the video written).
     """
 
     frames: list[TrackedFrame]
     file_names: list[str]
     fps: float
     seconds: dict[str, float]
+    interrupted: bool = False
 
     @property
     def tracking_fps(self) -> float:
@@ -578,7 +580,8 @@ def track_video(
         out: an ``.mp4`` to write the annotated video to (whole or not at all), or None.
         caption: a line written on every annotated frame (say here that weights are untrained).
         score_threshold: joints drawn from this score.
-        max_frames: stop after this many frames (a webcam never ends by itself).
+        max_frames: stop after this many frames; Ctrl-C also stops, keeping what was tracked (a webcam
+            never ends by itself).
         progress: show a tqdm bar with the frame rate.
     """
     from tqdm.auto import tqdm
@@ -593,13 +596,22 @@ def track_video(
     total = min(filter(None, (video.num_frames, max_frames)), default=None)
     with VideoWriter(out, video.fps) if out is not None else contextlib.nullcontext() as writer:
         bar = tqdm(itertools.islice(video, max_frames), total=total, desc="posekit track", unit="frame", disable=not progress)
-        for frame in bar:
-            began = perf_counter()
-            tracked = tracker.update(frame.rgb, frame.index, frame.time)
-            tracking += perf_counter() - began
-            frames.append(tracked)
-            bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
-            if writer is not None:
-                writer.write(draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption))
+        try:
+            for frame in bar:
+                began = perf_counter()
+                tracked = tracker.update(frame.rgb, frame.index, frame.time)
+                tracking += perf_counter() - began
+                frames.append(tracked)
+                bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
+                if writer is not None:
+                    writer.write(draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption))
+        except KeyboardInterrupt:
+            # Ctrl-C is how a webcam or stream is stopped: keep (and write) what was tracked so far.
+            interrupted = True
+        else:
+            interrupted = False
+        finally:
+            bar.close()
     seconds = {"tracking": tracking, "total": perf_counter() - start}
-    return TrackingRun(frames, video.file_names or [f"{f.index:06d}.jpg" for f in frames], video.fps, seconds)
+    names = video.file_names or [f"{f.index:06d}.jpg" for f in frames]
+    return TrackingRun(frames, names, video.fps, seconds, interrupted)

@@ -179,3 +179,29 @@ def test_a_stream_url_is_read_like_a_file(monkeypatch):
         server.server_close()
     assert [f.index for f in frames] == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(frames[3].rgb, list(VideoSource(VIDEO_SAMPLE_CLIP))[3].rgb)
+
+
+def test_ctrl_c_stops_tracking_and_keeps_what_was_tracked(tmp_path):
+    from posekit.track import PoseTracker, track_video
+
+    class InterruptedCamera(VideoSource):
+        """The bundled clip, with Ctrl-C pressed while the third frame is read."""
+
+        def __iter__(self):
+            for frame in super().__iter__():
+                if frame.index == 2:
+                    raise KeyboardInterrupt
+                yield frame
+
+    class WholeFramePoses:  # the estimator contract, answered without a network
+        def detect(self, images):
+            return [(np.array([[0, 0, 100, 100]], np.float32), np.ones(1, np.float32))]
+
+        def keypoints(self, rgb, boxes):
+            return np.zeros((len(boxes), 17, 3))
+
+    out = tmp_path / "camera.mp4"
+    tracker = PoseTracker(WholeFramePoses(), propagation=None, similarity="iou")
+    run = track_video(tracker, InterruptedCamera(VIDEO_SAMPLE_CLIP), out, progress=False)
+    assert run.interrupted and len(run.frames) == 2
+    assert _count_frames(out) == (2, "h264")
