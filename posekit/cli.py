@@ -428,7 +428,8 @@ def _run_track(args: argparse.Namespace) -> int:
     from posekit.errors import DownloadError
     from posekit.estimator import PoseEstimator
     from posekit.files import atomic_write
-    from posekit.track import OneEuro, PoseTracker, to_posetrack, track_video
+    from posekit.smoothing import OneEuro
+    from posekit.track import PoseTracker, to_posetrack, track_video
     from posekit.video import VideoSource
     from posekit.weights import WEIGHTS
 

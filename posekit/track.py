@@ -23,11 +23,12 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 
 from posekit.coco import OKS_NMS_THRESHOLD, rescore
 from posekit.coco17 import NUM_KEYPOINTS, OKS_SIGMAS
 from posekit.errors import PosekitError
+from posekit.flow import FlowFunction, RaftFlow, warp_keypoints
+from posekit.smoothing import OneEuro
 
 if TYPE_CHECKING:
     from posekit.video import Frame, VideoSource
@@ -43,8 +44,6 @@ MIN_SIMILARITY = 0.3  # pairs less similar are never matched: the new pose start
 PROPAGATIONS = ("flow", "pose", None)
 SIMILARITIES = ("flow-oks", "oks", "iou")
 
-# (prev_rgb, rgb) -> flow (H, W, 2) in pixels: where each pixel of prev_rgb moved to in rgb.
-FlowFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # (rgb, frame index) -> person boxes (M, 4) xywh and scores (M,).
 DetectFunction = Callable[[np.ndarray, int], "tuple[np.ndarray, np.ndarray]"]
 
@@ -72,7 +71,7 @@ class TrackedFrame:
 
 
 # ------------------------------------------------------------------------------------------
-# Geometry: boxes from joints, IoU, NMS, flow sampling, OKS with confident joints
+# Geometry: boxes from joints, IoU, NMS, OKS with confident joints, matching
 # ------------------------------------------------------------------------------------------
 
 
@@ -135,27 +134,6 @@ def clip_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, 
     return np.concatenate([low, high - low], axis=1)[keep].astype(np.float32), keep
 
 
-def warp_keypoints(keypoints: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Move joints by an optical-flow field, sampled bilinearly at each joint (clamped to the image).
-
-    Shape: keypoints (N, K, 3), flow (H, W, 2) as dx, dy -> (N, K, 3), scores unchanged.
-    """
-    keypoints = np.asarray(keypoints, np.float64)
-    height, width = flow.shape[:2]
-    x = np.clip(keypoints[..., 0], 0, width - 1)
-    y = np.clip(keypoints[..., 1], 0, height - 1)
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    moved = (
-        flow[y0, x0] * (1 - fx) * (1 - fy) + flow[y0, x1] * fx * (1 - fy)
-        + flow[y1, x0] * (1 - fx) * fy + flow[y1, x1] * fx * fy
-    )
-    out = keypoints.copy()
-    out[..., :2] += np.nan_to_num(moved)
-    return out
-
-
 def pose_similarity(
     keypoints: np.ndarray, other: np.ndarray, sigmas: np.ndarray, threshold: float = JOINT_THRESHOLD
 ) -> np.ndarray:
@@ -193,105 +171,6 @@ def greedy_match(similarity: np.ndarray, min_similarity: float = MIN_SIMILARITY)
             pairs.append((row, column))
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1]
-
-
-# ------------------------------------------------------------------------------------------
-# Temporal smoothing
-# ------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class OneEuro:
-    """One-Euro filter settings (Casiez et al., CHI 2012): a low-pass filter whose cutoff rises
-    with speed, so still joints stop jittering while fast ones do not lag.
-
-    Attributes:
-        min_cutoff: cutoff frequency at rest, Hz (lower: smoother, more lag when slow).
-        beta: cutoff increase per pixel/second of speed (higher: less lag when fast).
-        d_cutoff: cutoff of the speed estimate, Hz.
-    """
-
-    min_cutoff: float = 1.0
-    beta: float = 0.01
-    d_cutoff: float = 1.0
-
-    def __call__(
-        self, x: np.ndarray, previous: np.ndarray, previous_speed: np.ndarray, dt: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One step for many signals at once.
-
-        Shape: x, previous (filtered), previous_speed: (N, K, 2); dt (N,) seconds since each
-        previous value -> (filtered x, filtered speed), each (N, K, 2).
-        """
-        dt = np.maximum(np.asarray(dt, np.float64), 1e-6)[:, None, None]
-        speed = _low_pass((x - previous) / dt, previous_speed, self._alpha(self.d_cutoff, dt))
-        cutoff = self.min_cutoff + self.beta * np.linalg.norm(speed, axis=-1, keepdims=True)
-        return _low_pass(x, previous, self._alpha(cutoff, dt)), speed
-
-    @staticmethod
-    def _alpha(cutoff: np.ndarray | float, dt: np.ndarray) -> np.ndarray:
-        tau = 1.0 / (2 * np.pi * cutoff)
-        return 1.0 / (1.0 + tau / dt)
-
-
-def _low_pass(x: np.ndarray, previous: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    return alpha * x + (1 - alpha) * previous
-
-
-# ------------------------------------------------------------------------------------------
-# Optical flow
-# ------------------------------------------------------------------------------------------
-
-RAFT_URL = "https://download.pytorch.org/models/raft_small_C_T_V2-01064c6d.pth"
-RAFT_SHA256 = "01064c6d"  # the prefix torchvision puts in the file name
-
-
-class RaftFlow:
-    """Optical flow from torchvision's RAFT (small), on frames shrunk so the long side is at most
-    ``max_side`` pixels (RAFT needs sides divisible by 8, at least 128); the flow is scaled back to the frame.
-
-    Args:
-        model: a RAFT module; None loads ``raft_small`` with the C_T_V2 weights from posekit's
-            cache (``<cache>/checkpoints``), downloading them once.
-        device: where RAFT runs.
-        max_side: long side of the frames RAFT sees.
-
-    Raises:
-        DownloadError: the weights are not cached and cannot be downloaded; the message says
-            where to put the file.
-
-    Shape: ``__call__(prev_rgb, rgb)`` with two (H, W, 3) uint8 frames -> flow (H, W, 2) float32.
-    """
-
-    def __init__(self, model: torch.nn.Module | None = None, device: str | torch.device = "cpu", max_side: int = 512) -> None:
-        from torchvision.models.optical_flow import raft_small
-
-        if model is None:
-            from posekit.hub import cache_dir, download_url
-
-            path = download_url(
-                RAFT_URL, cache_dir() / "checkpoints" / os.path.basename(RAFT_URL), sha256=RAFT_SHA256,
-                hint="track with propagation 'pose' (--propagation pose), which needs no flow",
-            )
-            model = raft_small()
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
-        self.max_side = max_side
-
-    @torch.inference_mode()
-    def __call__(self, prev_rgb: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-        height, width = rgb.shape[:2]
-        factor = min(1.0, self.max_side / max(height, width))
-        # Sides divisible by 8 and at least 128: RAFT's correlation pyramid halves its 1/8 maps 3 times.
-        size = [max(128, int(round(side * factor / 8)) * 8) for side in (height, width)]
-        pair = torch.from_numpy(np.stack([prev_rgb, rgb])).to(self.device).permute(0, 3, 1, 2).float()
-        pair = torch.nn.functional.interpolate(pair, size=size, mode="bilinear", antialias=True, align_corners=False)
-        pair = pair / 127.5 - 1.0  # RAFT's input range [-1, 1]
-        flow = self.model(pair[:1], pair[1:])[-1]  # (1, 2, h, w), the last refinement
-        flow = flow * torch.tensor([width / size[1], height / size[0]], device=self.device)[None, :, None, None]
-        flow = torch.nn.functional.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
-        return flow[0].permute(1, 2, 0).float().cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------

@@ -13,17 +13,9 @@ import pytest
 import torch
 
 from posekit.errors import PosekitError
-from posekit.track import (
-    OneEuro,
-    PoseTracker,
-    RaftFlow,
-    box_iou,
-    box_nms,
-    greedy_match,
-    joint_boxes,
-    pose_similarity,
-    warp_keypoints,
-)
+from posekit.flow import RaftFlow, warp_keypoints
+from posekit.smoothing import OneEuro
+from posekit.track import PoseTracker, box_iou, box_nms, greedy_match, joint_boxes, pose_similarity
 from posekit.track_eval import AnnotatedFrame, evaluate_tracking
 from posekit.coco17 import OKS_SIGMAS
 
