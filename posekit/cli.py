@@ -425,6 +425,7 @@ def _run_track(args: argparse.Namespace) -> int:
     import json
 
     from posekit.demo import UNTRAINED_TITLE
+    from posekit.detect import PersonDetector
     from posekit.errors import DownloadError
     from posekit.estimator import PoseEstimator
     from posekit.files import atomic_write
@@ -439,8 +440,7 @@ def _run_track(args: argparse.Namespace) -> int:
     with _warnings_as_lines("track"):
         video = VideoSource(args.input)  # a bad input is reported before any model loads
         detect = _frame_boxes(args.boxes) if args.boxes is not None else None
-        detector = None if detect is not None or args.detector == "none" else args.detector
-        options = dict(detector=detector, device=args.device, flip_test=not args.no_flip)
+        options = dict(device=args.device, flip_test=not args.no_flip)
         # TODO(lead): pass backend=args.backend once PoseEstimator takes it (core branch, issue 12).
         try:
             estimator = PoseEstimator(args.weights, **options)
@@ -449,6 +449,9 @@ def _run_track(args: argparse.Namespace) -> int:
                 raise
             print(f"posekit track: note: {error}", file=sys.stderr)
             estimator = PoseEstimator(None, depth=WEIGHTS[args.weights].depth, **options)
+        if detect is None and args.detector != "none":
+            # Separately from the pose weights: missing detector weights are an error, not a fallback.
+            estimator.detector = PersonDetector(args.detector, device=estimator.device)
         tracker = PoseTracker(estimator, propagation, args.similarity, args.detector_every, args.max_age, detect=detect,
                               smoothing=OneEuro() if args.smooth else None)
         caption = None if estimator.pretrained else UNTRAINED_TITLE

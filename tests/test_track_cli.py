@@ -153,3 +153,11 @@ def test_track_with_the_detector(offline, tmp_path, monkeypatch, capsys):
     # Nobody found, so nothing to propagate: the detector runs on every frame despite --detector-every 2.
     assert "3 frames, 0 tracks" in printed.out and "detector on 3 frames" in printed.out
     assert len(json.loads(tracks.read_text())["images"]) == 3
+
+
+def test_track_without_detector_weights_offline_says_to_give_boxes(offline, capsys):
+    code = main(["track", str(VIDEO_SAMPLE_CLIP), "--propagation", "pose", "--similarity", "oks", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert err.startswith("posekit track: error: could not download") and "fasterrcnn_resnet50_fpn_v2" in err
+    assert "--boxes FILE" in err
