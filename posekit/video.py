@@ -19,7 +19,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from matplotlib.colors import hsv_to_rgb, to_rgba_array
@@ -28,6 +28,9 @@ from posekit.coco17 import NUM_KEYPOINTS, SKELETON, joint_side
 from posekit.errors import PosekitError
 from posekit.files import atomic_write
 from posekit.viz import SIDE_COLORS
+
+if TYPE_CHECKING:
+    import av
 
 # Frames of a folder carry no timestamps; this rate gives them one (PoseTrack's videos are 25-30 fps).
 FOLDER_FPS = 30.0
@@ -95,7 +98,7 @@ class VideoSource:
             self.fps = float(stream.average_rate or stream.guessed_rate or FOLDER_FPS)
             self.num_frames = stream.frames or None
 
-    def _open(self):
+    def _open(self) -> av.container.InputContainer:
         import av
 
         webcam = self.name.isdigit()
@@ -133,7 +136,7 @@ class VideoSource:
                 raise VideoError(f"{self.name}: decoding failed ({error}); the file may be truncated") from None
 
 
-def _open_webcam(index: int):
+def _open_webcam(index: int) -> av.container.InputContainer:
     import av
 
     if sys.platform not in _WEBCAM_FORMATS:
