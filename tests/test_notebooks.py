@@ -27,7 +27,8 @@ pytestmark = pytest.mark.notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ("01_quickstart.ipynb", "02_coco_validation.ipynb", "03_skeletons_and_heatmaps.ipynb", "04_timing.ipynb")
+NAMES = ("01_quickstart.ipynb", "02_coco_validation.ipynb", "03_skeletons_and_heatmaps.ipynb", "04_timing.ipynb",
+         "05_video_tracking.ipynb")
 SAMPLE = ROOT / "posekit" / "data" / "coco_sample"
 COLAB_URL = "https://colab.research.google.com/github/posekit/posekit/blob/main/notebooks/{}"
 KERNEL = "posekit-test-python"
@@ -156,3 +157,21 @@ def test_timing_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> 
     assert all(float(ms) > 0 for _, ms in per_person)
     assert "3.856" in printed and "0.611" in printed, "the K80 reference"
     assert _pictures(notebook) >= 1, "the per-stage chart"
+
+
+def test_video_tracking_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> None:
+    notebook = _execute(NAMES[4], {"DEVICE": "cpu", "FALLBACK_DEPTH": 18, "FPS_FRAMES": 2}, kernel_specs)
+    printed = _printed(notebook)
+    assert f"WARNING: {UNTRAINED_TITLE}" in printed
+    assert "person boxes from the bundled hand-drawn boxes" in printed
+    # No RAFT weights offline: no flow; untrained joints are never confident: boxes are matched.
+    assert "tracking with propagation 'pose', similarity 'iou'" in printed
+    assert "not in Colab" in printed
+    # boxes.json: three players throughout, the goalkeeper from frame 3, matched frame to frame by IoU.
+    assert "5 frames, 4 tracks (ids [1, 2, 3, 4])" in printed and "fps tracking" in printed
+    assert "right wrist of track 1: 5 frames" in printed
+    rows = re.findall(r"^(every frame|every 5 frames)\s+(on|off)\s+(\d+\.\d\d)$", printed, re.MULTILINE)
+    assert [(every, flip) for every, flip, _ in rows] == [
+        ("every frame", "on"), ("every frame", "off"), ("every 5 frames", "on"), ("every 5 frames", "off")]
+    assert all(float(fps) > 0 for _, _, fps in rows)
+    assert _pictures(notebook) >= 2, "frames with ids and the wrist path"
