@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models import WeightsEnum, detection
 
 from posekit import hub
-from posekit.errors import CheckpointError, DetectionsFormatError
+from posekit.errors import CheckpointError, DetectionsFormatError, Hint
 from posekit.estimator import resolve_device
 from posekit.files import read_json
 
@@ -69,9 +69,9 @@ def detector_checkpoint_path(name: str, progress: bool = True) -> Path:
     # torchvision names its files <name>-<first hex digits of the sha256>.pth.
     sha256_prefix = Path(filename).stem.rsplit("-", 1)[-1]
     destination = hub.cache_dir() / "checkpoints" / filename
-    return hub.download_url(
-        url, destination, sha256=sha256_prefix, progress=progress, hint="give person boxes with --boxes FILE"
-    )
+    hint = Hint(python="pass the person boxes yourself, as estimator(images, boxes)",
+                cli="give person boxes with --boxes FILE")
+    return hub.download_url(url, destination, sha256=sha256_prefix, progress=progress, hint=hint)
 
 
 def _get_spec(name: str) -> DetectorSpec:

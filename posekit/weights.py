@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from posekit import hub
-from posekit.errors import CheckpointError
+from posekit.errors import CheckpointError, Hint
 from posekit.model import RESNET_STAGES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -180,7 +180,7 @@ def download_weights(name: str, progress: bool = True) -> Path:
     """Download weights ``name`` into the cache (no-op if cached and intact); return the path."""
     weights = get_weights(name)
     dest = _cache_path(weights)
-    hint = "pass --weights PATH"
+    hint = Hint(python="pass the file's path as PoseEstimator(pose_weights=PATH)", cli="pass --weights PATH")
     if weights.url is not None:
         return hub.download_url(weights.url, dest, weights.sha256, progress, hint=hint)
     return hub.download_gdrive(
