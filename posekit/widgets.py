@@ -51,7 +51,8 @@ class PersonLike(Protocol):
 
 
 class EstimatorLike(Protocol):
-    """Anything called as ``estimator([image], [boxes or None]) -> [[person, ...]]``, e.g. a ``PoseEstimator``.
+    """Anything called as ``estimator([image]) -> [[person, ...]]``, e.g. a ``PoseEstimator``, and as
+    ``estimator([image], [boxes])`` for images whose boxes are given.
 
     It may also offer ``estimate_heatmaps(image, boxes_xywh (M, 4)) -> (crops (M, H, W, 3) uint8,
     heatmaps (M, 17, h, w))``, which the heatmap toggle uses; ``pretrained`` (False: random weights,
@@ -93,7 +94,7 @@ def _named_sources(images: Mapping[str, ImageSource] | Sequence[ImageSource]) ->
 
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", dpi=fig.dpi)  # the figure's own size, whatever savefig.dpi says
     return buffer.getvalue()
 
 
@@ -137,16 +138,20 @@ class ImagePicker:
         self.figure: Figure | None = None
         self.heatmap_figure: Figure | None = None
 
-        self.dropdown = widgets.Dropdown(options=list(self._sources), description="image")
+        # Narrow enough that the four controls share one row of a notebook cell on a laptop screen.
+        self.dropdown = widgets.Dropdown(options=list(self._sources), description="image",
+                                         layout=widgets.Layout(width="240px"), style={"description_width": "initial"})
         self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="add image")
         self.slider = widgets.FloatSlider(
-            value=score_threshold, min=0.0, max=1.0, step=0.05, description="threshold", continuous_update=False
+            value=score_threshold, min=0.0, max=1.0, step=0.05, description="threshold", continuous_update=False,
+            layout=widgets.Layout(width="260px"), style={"description_width": "initial"},
         )
         self.toggle = widgets.ToggleButton(value=False, description="heatmaps", tooltip="heatmaps of the first person")
         self.caption = widgets.HTML()
         self.message = widgets.HTML()
-        # Shown at most at its own size: shrunk to fit the cell and the window, never stretched.
-        fit = dict(width="auto", height="auto", max_width="100%", object_fit="contain")
+        # Shown at most at its own size: shrunk to fit the cell and the window, never stretched (a
+        # column of widgets stretches its children to its width unless they align themselves).
+        fit = dict(width="auto", height="auto", max_width="100%", object_fit="contain", align_self="flex-start")
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_height=MAX_HEIGHT, **fit))
         self.heatmap_image = widgets.Image(format="png", layout=widgets.Layout(display="none", **fit))
         self.widget = widgets.VBox([
@@ -168,7 +173,8 @@ class ImagePicker:
     def _result(self, label: str) -> tuple[np.ndarray, list[PersonLike]]:
         if label not in self._results:
             image = load_image(self._sources[label])
-            self._results[label] = image, list(self._estimator([image], [self._boxes.get(label)])[0])
+            found = self._estimator([image], [self._boxes[label]]) if label in self._boxes else self._estimator([image])
+            self._results[label] = image, list(found[0])
         return self._results[label]
 
     def _say(self, text: str) -> None:
@@ -258,8 +264,9 @@ class ImagePicker:
         fig = Figure(figsize=(width / 100, height / 100), dpi=dpi)
         ax = draw_skeleton(image, keypoints, threshold, ax=fig.add_axes((0, 0, 1, 1)), boxes=boxes)
         if self._untrained:
+            # Wrapped at the picture's edge, so that a narrow picture shows all of it.
             ax.text(0.01, 0.99, UNTRAINED_TITLE, transform=ax.transAxes, va="top", fontsize=9, color="white",
-                    bbox={"facecolor": "#c00", "edgecolor": "none"})
+                    bbox={"facecolor": "#c00", "edgecolor": "none"}, wrap=True)
         self.image.value = _png(fig)
         self.figure = fig
         self.redraw_count += 1

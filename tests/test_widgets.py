@@ -51,8 +51,10 @@ class FakeEstimator:
     def __call__(self, images, boxes=None):
         self.calls.extend(image.shape for image in images)
         self.boxes.extend(boxes or [None] * len(images))
-        if boxes is not None and boxes[0] is not None:
-            return [[SimpleNamespace(keypoints=np.full((17, 3), 0.5), box=np.asarray(box)) for box in boxes[0]]]
+        if boxes is not None:
+            # As PoseEstimator: one (N, 4) array per image, never None.
+            assert len(boxes) == len(images) and all(np.shape(b)[1:] == (4,) for b in boxes)
+            return [[SimpleNamespace(keypoints=np.full((17, 3), 0.5), box=np.asarray(box)) for box in b] for b in boxes]
         return [_people(BY_SHAPE.get(image.shape[:2], -1)) for image in images]
 
 
@@ -265,3 +267,16 @@ def test_missing_ipywidgets_prints_what_to_install(monkeypatch, capsys):
     assert image_picker(PATHS, estimator) is None
     assert capsys.readouterr().out.strip() == NO_WIDGETS_MESSAGE
     assert estimator.calls == []
+
+
+def test_with_a_real_estimator_given_boxes_and_uploads_without_boxes_both_run():
+    from posekit.estimator import PoseEstimator
+
+    estimator = PoseEstimator(None, device="cpu", depth=18, flip_test=False)
+    boxes = np.array([[10.0, 10.0, 60.0, 120.0], [100.0, 20.0, 50.0, 100.0]])
+    picker = image_picker({"two": np.full((160, 200, 3), 90, np.uint8)}, estimator, boxes={"two": boxes})
+    assert picker.caption.value.startswith("<b>two</b>: 2 people (in the given boxes)")
+    picker.add_images({"mine.png": _png_bytes("RGB", (64, 48), (200, 10, 10))})
+    assert picker.message.value == ""
+    assert "1 person (no detector, so the whole image is taken as one person)" in picker.caption.value
+    assert "random weights: not a prediction" in picker.caption.value
