@@ -186,4 +186,13 @@ def test_timing_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> 
     assert [people for people, _ in per_person] == ["4", "2"]
     assert all(float(ms) > 0 for _, ms in per_person)
     assert "3.856" in printed and "0.611" in printed, "the K80 reference"
-    assert _pictures(notebook) >= 1, "the per-stage chart"
+    # The speed-up over the reference is split into its two factors, and they multiply back to it.
+    splits = re.findall(r"speed-up over the reference \([\d.]+ s\): ([\d.]+)x = ([\d.]+)x from batching .* x ([\d.]+)x "
+                        r"from the runtime$", printed, re.MULTILINE)
+    assert len(splits) == 2
+    for total, batching, runtime in splits:
+        assert float(total) == pytest.approx(float(batching) * float(runtime), rel=0.02)
+    # The table's and the printed people per second agree (the same rounding).
+    table = re.search(r"^people per second\s+([\d.]+)\s+([\d.]+)$", printed, re.MULTILINE).groups()
+    assert re.findall(r"ms per person, ([\d.]+) people/s", printed) == list(table)
+    assert _pictures(notebook) >= 1, "the per-person chart"
