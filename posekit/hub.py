@@ -2,7 +2,8 @@
 
 Every download goes to ``<dest>.part`` and is renamed onto ``dest`` only once complete and
 verified, so ``dest`` is either absent or whole. A lock file ``<dest>.lock`` serialises
-processes fetching the same file; it is removed when the download ends. Any failure is a :class:`~posekit.errors.DownloadError`
+processes fetching the same file; it is removed when the download ends. Any failure is a
+:class:`~posekit.errors.DownloadError`
 whose message is one sentence saying what failed and what to do; being offline is normal.
 """
 from __future__ import annotations

@@ -155,7 +155,8 @@ class ImagePicker:
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_height=MAX_HEIGHT, **fit))
         self.heatmap_image = widgets.Image(format="png", layout=widgets.Layout(display="none", **fit))
         self.widget = widgets.VBox([
-            widgets.HBox([self.dropdown, self.upload, self.slider, self.toggle], layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox([self.dropdown, self.upload, self.slider, self.toggle],
+                         layout=widgets.Layout(flex_flow="row wrap")),
             self.caption, self.message, self.image, self.heatmap_image,
         ])
         self.dropdown.observe(self.on_image_change, names="value")
@@ -224,7 +225,7 @@ class ImagePicker:
         self.add_images({upload["name"]: bytes(upload["content"]) for upload in change["new"]})
 
     def add_images(self, files: Mapping[str, bytes]) -> None:
-        """Add image files given as name -> bytes and select the last one; files that are no image are named in the message.
+        """Add image files given as name -> bytes and select the last one; the message names files that are no image.
 
         In Colab, where the *add image* button fails for files over about 1 MB, pass what
         ``google.colab.files.upload()`` returns.

@@ -99,7 +99,8 @@ class Lab:
             HOME=str(home), JUPYTER_CONFIG_DIR=str(home / "jupyter-config"), JUPYTER_DATA_DIR=str(kernels.parents[1]),
             JUPYTER_RUNTIME_DIR=str(home / "jupyter-runtime"), IPYTHONDIR=str(home / "ipython"),
             JUPYTERLAB_SETTINGS_DIR=str(home / "lab-settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "lab-workspaces"),
-            POSEKIT_HOME=str(base / "posekit-cache"), PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+            POSEKIT_HOME=str(base / "posekit-cache"),
+            PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
             PYDEVD_DISABLE_FILE_VALIDATION="1",
             **{name: CLOSED_PORT_PROXY for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")},
         )
@@ -126,6 +127,9 @@ class Lab:
                 start_new_session=True,  # its own process group: stopped as a whole at the end
             )
 
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
     def api(self, path: str) -> object:
         return json.loads(_get(f"{self.url}/api/{path}?token={self.token}"))
 
@@ -133,12 +137,12 @@ class Lab:
         deadline = time.monotonic() + SERVER_START_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"JupyterLab exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(f"JupyterLab exited with {self.process.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(OSError):
                 self.api("status")
                 return
             time.sleep(0.5)
-        raise AssertionError(f"JupyterLab did not answer within {SERVER_START_S} s:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(f"JupyterLab did not answer within {SERVER_START_S} s:\n{self.log_tail()}")
 
     def wait_kernel_idle(self, notebook: str) -> None:
         """Until the kernel of ``notebook``'s session has started and is idle."""
@@ -149,7 +153,7 @@ class Lab:
             if states == ["idle"]:
                 return
             time.sleep(0.5)
-        raise AssertionError(f"no idle kernel for {notebook} within {SERVER_START_S} s:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(f"no idle kernel for {notebook} within {SERVER_START_S} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """SIGTERM to the server's group (the server shuts its kernels down), SIGKILL what outlives it."""
@@ -281,8 +285,9 @@ class Picker:
         self.root = page.locator(".widget-vbox", has=page.locator(".widget-upload")).last
         self.root.wait_for(timeout=STEP_MS)
         self.dropdown = self.root.locator(".widget-dropdown select")
-        self.caption, self.message = self.root.locator(".widget-html-content").nth(0), self.root.locator(".widget-html-content").nth(1)
-        self.picture, self.heatmaps = self.root.locator("img.widget-image").nth(0), self.root.locator("img.widget-image").nth(1)
+        texts, pictures = self.root.locator(".widget-html-content"), self.root.locator("img.widget-image")
+        self.caption, self.message = texts.nth(0), texts.nth(1)
+        self.picture, self.heatmaps = pictures.nth(0), pictures.nth(1)
         self.upload = self.root.locator(".widget-upload")
 
     def read(self) -> dict:

@@ -121,10 +121,12 @@ def test_colab_install_keeps_colab_torch(kernel_specs: KernelSpecManager, monkey
     One notebook is enough: the committed-notebook test holds every notebook to the same pip line.
     """
     notebook = nbformat.read(NOTEBOOKS / NAMES[0], as_version=4)
-    fake_colab = f'import sys, types\nsys.modules["google.colab"] = types.ModuleType("google.colab")\nPOSEKIT_SOURCE = {str(ROOT)!r}'
+    fake_colab = (f'import sys, types\nsys.modules["google.colab"] = types.ModuleType("google.colab")\n'
+                  f"POSEKIT_SOURCE = {str(ROOT)!r}")
     notebook.cells = [notebook.cells[1], new_code_cell(fake_colab), notebook.cells[2]]
     # pip resolves and reports what it would install, installs nothing; PIP_VERBOSE undoes the cell's -q.
-    for key, value in {"PIP_DRY_RUN": "1", "PIP_NO_INDEX": "1", "PIP_VERBOSE": "1", "PIP_NO_BUILD_ISOLATION": "0"}.items():
+    dry_run = {"PIP_DRY_RUN": "1", "PIP_NO_INDEX": "1", "PIP_VERBOSE": "1", "PIP_NO_BUILD_ISOLATION": "0"}
+    for key, value in dry_run.items():
         monkeypatch.setenv(key, value)
     manager = KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
     NotebookClient(notebook, km=manager, timeout=CELL_TIMEOUT_S).execute()
