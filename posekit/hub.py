@@ -198,25 +198,15 @@ def download_url(
         try:
             _http_get(url, part, progress)
         except HTTPError as error:
-            raise _download_error(
-                DownloadError,
-                lambda advice: f"could not download {url} (server answered HTTP {error.code} {error.reason}): "
-                f"check the URL, or {advice}",
-                url, dest, hint,
-            ) from None
+            failure = f"could not download {url} (server answered HTTP {error.code} {error.reason}): check the URL"
+            raise _download_error(DownloadError, lambda advice: f"{failure}, or {advice}", url, dest, hint) from None
         except http.client.IncompleteRead as error:
-            raise _download_error(
-                DownloadError,
-                lambda advice: f"download of {url} stopped {error.expected} bytes short: run again to resume "
-                f"from {part.absolute()}, or {advice}",
-                url, dest, hint,
-            ) from None
+            failure = (f"download of {url} stopped {error.expected} bytes short: "
+                       f"run again to resume from {part.absolute()}")
+            raise _download_error(DownloadError, lambda advice: f"{failure}, or {advice}", url, dest, hint) from None
         except (OSError, http.client.HTTPException) as error:
-            raise _download_error(
-                DownloadError,
-                lambda advice: f"could not download {url} ({_short_reason(error)}); without network, {advice}",
-                "it", dest, hint,
-            ) from None
+            failure = f"could not download {url} ({_short_reason(error)}); without network"
+            raise _download_error(DownloadError, lambda advice: f"{failure}, {advice}", "it", dest, hint) from None
 
     return _fetch_once(dest, sha256, fetch, url, url, hint)
 
@@ -285,10 +275,7 @@ def download_gdrive(
         except DownloadError:
             raise
         except (OSError, gdown.exceptions.DownloadError) as error:
-            raise _download_error(
-                DownloadError,
-                lambda advice: f"could not download {what} ({_short_reason(error)}); without network, {advice}",
-                source, dest, hint,
-            ) from None
+            failure = f"could not download {what} ({_short_reason(error)}); without network"
+            raise _download_error(DownloadError, lambda advice: f"{failure}, {advice}", source, dest, hint) from None
 
     return _fetch_once(dest, sha256, fetch, what, source, hint)

@@ -11,7 +11,7 @@ temporary folder whose path is printed (``-s`` shows it), or in ``$POSEKIT_TEST_
 from __future__ import annotations
 
 import contextlib
-import io
+import importlib.util
 import json
 import os
 import re
@@ -49,11 +49,9 @@ VIEWPORT = {"width": 1280, "height": 800}  # a laptop screen: the picker must fi
 
 def _missing_tools() -> str | None:
     """What this machine lacks for the test, as the sentence that says how to get it; None if nothing."""
-    try:
-        import jupyterlab  # noqa: F401
-        import playwright  # noqa: F401
-    except ImportError as error:
-        return f"{error.name} is missing: pip install -e '.[dev]' (bash .ci/run installs everything)"
+    for module in ("jupyterlab", "playwright"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is missing: pip install -e '.[dev]' (bash .ci/run installs everything)"
     if not CHROMIUM.exists():
         return f"{CHROMIUM} is missing: apt-get install chromium (bash .ci/run installs everything)"
     return None
