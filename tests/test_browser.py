@@ -46,7 +46,6 @@ STEP_MS = 60_000
 VIEWPORT = {"width": 1280, "height": 800}  # a laptop screen: the picker must fit it
 
 
-
 def _missing_tools() -> str | None:
     """What this machine lacks for the test, as the sentence that says how to get it; None if nothing."""
     for module in ("jupyterlab", "playwright"):
