@@ -599,8 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except PosekitError as error:
-        # A user-facing problem: one sentence, no traceback.
-        print(f"posekit {args.command}: error: {error}", file=sys.stderr)
+        # A user-facing problem: one sentence, no traceback, its advice worded for the command line.
+        print(f"posekit {args.command}: error: {error.for_cli()}", file=sys.stderr)
         return 1
     except OSError as error:
         # The system refused (disk full, permission denied): one line, as for the errors above.
