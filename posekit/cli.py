@@ -15,10 +15,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+from posekit.defaults import (
+    BACKENDS,
+    DEFAULT,
+    DEFAULT_DETECTOR,
+    DEFAULT_WEIGHTS,
+    DEMO_DETECTOR,
+    FALLBACK_WEIGHTS,
+    PRECISIONS,
+)
 from posekit.errors import PosekitError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from posekit.poses import Poses
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +45,7 @@ def _run_info(args: argparse.Namespace) -> int:
     from importlib.metadata import PackageNotFoundError, version
 
     from posekit import hub, weights
-    from posekit.estimator import resolve_device
+    from posekit.device import resolve_device
 
     try:
         coco_version = version("pycocotools")
@@ -100,14 +111,36 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
 
 
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--backend, --precision and --channel-order, as PoseEstimator takes them."""
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="network runtime; auto: onnxruntime for fp32 on the CPU, torch on a GPU (default: auto)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: fp16 on CUDA, fp32 elsewhere (default: auto)")
+    parser.add_argument("--channel-order", choices=("rgb", "bgr"),
+                        help="the channel order the weights were trained on (default: what the checkpoint says)")
+
+
+def _weights_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    parser.add_argument("--weights", default=DEFAULT,
+                        help=f"registered weights name, checkpoint file or URL; {DEFAULT}: {DEFAULT_WEIGHTS}, or "
+                             f"{FALLBACK_WEIGHTS} (said on screen) when Google Drive refuses{extra} (default: %(default)s)")
+
+
+def _estimator(args: argparse.Namespace, **options: object):
+    """The PoseEstimator the command's options describe."""
+    from posekit.estimator import PoseEstimator
+
+    return PoseEstimator(args.weights, device=args.device, backend=args.backend, precision=args.precision,
+                         channel_order=args.channel_order, **options)
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="COCO val2017 keypoint AP with the paper's protocol (pycocotools)")
     parser.add_argument("--coco-root", type=Path, required=True,
                         help="folder holding val2017/, annotations/person_keypoints_val2017.json and "
                              "person_detection_results/ (what --download creates)")
-    parser.add_argument("--weights", default="pose_resnet_50_256x192",
-                        help="registered weights name, or a checkpoint file (named like a release file to get "
-                             "its input size and channel order, else fed like the default) (default: %(default)s)")
+    _weights_option(parser)
     parser.add_argument("--boxes", default="gt",
                         help="'gt' for the annotated boxes (default), 'detections' for the paper's person "
                              "detections (detector AP 56.4), or a COCO detection-results JSON file")
@@ -117,46 +150,47 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         help="heatmap decoding (default: the official quarter-pixel shift)")
     parser.add_argument("--limit", type=_at_least(1), metavar="N", help="evaluate only the first N images (by id)")
     parser.add_argument("--out", type=Path, help="also write the COCO-format results JSON here")
-    parser.add_argument("--batch-size", type=_at_least(1), default=32)
+    parser.add_argument("--batch-size", type=_at_least(1), default=32,
+                        help="people per network call (default: %(default)s)")
     parser.add_argument("--workers", type=_at_least(0), default=min(4, os.cpu_count() or 1),
-                        help="DataLoader workers that read and crop images (default: %(default)s)")
+                        help="DataLoader workers that read and decode images (default: %(default)s)")
     _add_device_option(parser)
+    _add_runtime_options(parser)
     parser.add_argument("--download", action="store_true",
                         help="first download the missing COCO parts (images ~780 MB, annotations ~240 MB)")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from posekit import coco
-    from posekit.estimator import PoseEstimator
+    from posekit import coco, cocodata
 
-    paths = coco.CocoPaths(args.coco_root)
+    paths = cocodata.CocoPaths(args.coco_root)
     needed = ["val2017", "annotations"] + (["detections"] if args.boxes == "detections" else [])
     if args.download:
-        coco.download_coco(args.coco_root, needed)
+        cocodata.download_coco(args.coco_root, needed)
     missing = [str(paths.path(part)) for part in paths.missing(needed)]
     if missing:
         raise PosekitError(
             f"{args.coco_root}: missing {', '.join(missing)}; run again with --download on a machine with internet "
             "(or put COCO val2017 there in that layout)"
         )
-    # The estimator resolves the weights (name or file), their input size and channel order, and the device.
-    estimator = PoseEstimator(args.weights, device=args.device)
+    # The estimator resolves the weights (name, file or URL), how to feed them, the device and the backend.
+    with _warnings_as_lines("eval"):
+        estimator = _estimator(args)
     boxes = paths.detections_file if args.boxes == "detections" else args.boxes
-    dataset = coco.CocoPersonDataset(
-        paths.ann_file, paths.image_dir, boxes=boxes, weights=estimator.weights, max_images=args.limit
-    )
+    dataset = coco.CocoPersonDataset(paths.ann_file, paths.image_dir, boxes=boxes, max_images=args.limit)
     print(
-        f"{estimator.weights_source}: {len(dataset)} people in {len(dataset.image_ids)} images, boxes {args.boxes}, "
-        f"flip test {'on' if args.flip else 'off'}, decode {args.decode}, device {estimator.device}",
+        f"{estimator.weights_source}: {dataset.num_people} people in {len(dataset.image_ids)} images, boxes "
+        f"{args.boxes}, flip test {'on' if args.flip else 'off'}, decode {args.decode}, device {estimator.device}, "
+        f"backend {estimator.backend} {estimator.precision}",
         file=sys.stderr,
     )
     result = coco.evaluate(
         estimator.model, dataset, flip_test=args.flip, decode=args.decode, batch_size=args.batch_size,
-        num_workers=args.workers, device=estimator.device,
+        num_workers=args.workers, backend=estimator.backend, precision=estimator.precision,
     )
-    registered = Path(args.weights).name in (estimator.weights.name, estimator.weights.filename)
-    print(result.table(estimator.weights.reported_ap if registered else None))
-    if registered:
+    reported = estimator.weights.reported_ap if estimator.weights is not None else None
+    print(result.table(reported))
+    if reported:
         print(f"reported: the {estimator.weights.name} release on all of val2017, detector boxes (AP 56.4), flip test")
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.timing.items())
     print(f"time: {timing} ({result.num_people / result.timing['total']:.1f} people/s)")
@@ -169,13 +203,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="detect, estimate and draw the bundled COCO images; timed; works offline")
     parser.add_argument("--out", type=Path, default=Path("posekit_output"),
                         help="folder for demo.png (default: %(default)s)")
-    parser.add_argument("--weights", default="pose_resnet_50_256x192",
-                        help="registered weights name or checkpoint file; if the name is neither cached nor "
-                             "downloadable, an untrained network runs and says so (default: %(default)s)")
-    parser.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
+    _weights_option(parser, "; if none can be had, an untrained network runs and says so")
+    parser.add_argument("--detector", default=DEMO_DETECTOR,
                         help="person detector, or 'none' for the annotated boxes, which are also used when its "
                              "weights are unavailable (default: %(default)s, the fast one)")
     _add_device_option(parser)
+    _add_runtime_options(parser)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -183,7 +216,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     detector = None if args.detector == "none" else args.detector
     with _warnings_as_lines("demo"):
-        print(run_demo(args.out, args.weights, detector, args.device).summary())
+        result = run_demo(args.out, args.weights, detector, args.device, backend=args.backend,
+                          precision=args.precision, channel_order=args.channel_order)
+        print(result.summary())
     return 0
 
 
@@ -197,12 +232,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                              "--boxes' image list, else the input's index (default: OUT/results.json)")
     parser.add_argument("--boxes", type=Path,
                         help="person boxes instead of a detector: COCO detection results or a COCO annotation file")
-    parser.add_argument("--weights", default="pose_resnet_50_256x192",
-                        help="registered weights name or checkpoint file (default: %(default)s)")
-    parser.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2",
+    _weights_option(parser)
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR,
                         help="person detector (fasterrcnn_mobilenet_v3_large_fpn is ~8x faster on CPU), or 'none' "
                              "to take each whole image as one person (default: %(default)s)")
     _add_device_option(parser)
+    _add_runtime_options(parser)
     parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster, slightly less accurate")
 
 
@@ -214,7 +249,6 @@ def _run_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from posekit.errors import ImageReadError, OutputError
-    from posekit.estimator import PoseEstimator
     from posekit.files import write_json
     from posekit.images import load_image
 
@@ -222,7 +256,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     with _warnings_as_lines("predict"):
         paths, boxes, image_ids, drawings, json_path = _plan_predict(args)
         detector = None if boxes is not None or args.detector == "none" else args.detector
-        estimator = PoseEstimator(args.weights, detector=detector, device=args.device, flip_test=not args.no_flip)
+        estimator = _estimator(args, detector=detector, flip_test=not args.no_flip)
         no_boxes = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         results: list[dict] = []
         done = people = 0
@@ -235,17 +269,16 @@ def _run_predict(args: argparse.Namespace) -> int:
                     warnings.warn(f"{error}; skipped")
                     continue
                 found = boxes.get(image_id, no_boxes) if boxes is not None else estimator.detect([image])[0]
-                persons = estimator.estimate(image, *found, name=str(path))
-                keypoints = np.array([p.keypoints for p in persons], np.float64).reshape(-1, 17, 3)
-                image_results = _coco_results(path, image_id, keypoints, [p.box_score for p in persons])
+                poses = estimator.estimate(image, *found, name=str(path))
+                image_results = _coco_results(path, image_id, poses)
                 try:
-                    _save_annotated(image, keypoints, np.array([p.box for p in persons]), drawing)
+                    _save_annotated(image, poses.keypoints, poses.boxes, drawing)
                 except (OutputError, ValueError) as error:
                     if isinstance(error, OutputError) and error.errno not in _ONE_FILE_ERRNOS:
                         raise  # disk full, read-only, no folder: every other image would fail the same way
                     warnings.warn(f"{path}: annotated image not written ({error}); its keypoints are in {json_path}")
                 results += image_results  # only now: an interrupted image is in neither the drawings nor the results
-                done, people = done + 1, people + len(persons)
+                done, people = done + 1, people + len(poses)
         except KeyboardInterrupt:
             # Replace an earlier run's results rather than leave them beside this run's drawings.
             if done:
@@ -392,23 +425,17 @@ def _drawing_paths(paths: list[Path], out: Path, inputs: dict) -> list[Path]:
     return list(drawings)
 
 
-def _coco_results(path: Path, image_id: int, keypoints: np.ndarray, box_scores: list[float]) -> list[dict]:
-    """COCO keypoint results of one image's people, keypoints (N, 17, 3); people with a NaN or infinite
-    keypoint or score (a broken checkpoint, a NaN score in --boxes) are left out, with a warning."""
+def _coco_results(path: Path, image_id: int, poses: Poses) -> list[dict]:
+    """COCO keypoint results of one image's people; people with a NaN or infinite keypoint or score (a
+    broken checkpoint, a NaN score in --boxes) are left out, with a warning."""
     import warnings
 
     import numpy as np
 
-    from posekit.coco import rescore
-
-    scores = rescore(keypoints, box_scores)
-    finite = np.isfinite(keypoints).all(axis=(1, 2)) & np.isfinite(scores)
+    finite = np.isfinite(poses.keypoints).all(axis=(1, 2)) & np.isfinite(poses.scores)
     if not finite.all():
         warnings.warn(f"{path}: left {int((~finite).sum())} person(s) with NaN or infinite keypoints or score out of the results")
-    return [
-        {"image_id": image_id, "category_id": 1, "keypoints": np.round(k, 3).ravel().tolist(), "score": float(s)}
-        for k, s in zip(keypoints[finite], scores[finite])
-    ]
+    return [result for result, keep in zip(poses.to_coco(image_id), finite) if keep]
 
 
 def _output_stems(paths: list[Path]) -> list[str]:
@@ -442,7 +469,7 @@ def _save_annotated(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray,
     if max(height, width) > _JPEG_MAX_SIDE:
         raise ValueError(f"{width}x{height} is larger than JPEG's limit of {_JPEG_MAX_SIDE} pixels per side")
     figure = Figure(figsize=(width / 100, height / 100))
-    draw_skeleton(image, keypoints, ax=figure.add_axes((0, 0, 1, 1)), boxes=boxes.reshape(-1, 4))
+    draw_skeleton(image, keypoints, ax=figure.add_axes((0, 0, 1, 1)), boxes=boxes)
     save_figure(figure, path, dpi=100)
 
 
@@ -470,11 +497,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", type=_height_by_width, default=(192, 256), metavar="HxW",
                         help="network input, height x width, multiples of 32 (default: 256x192)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="network runtime; auto: onnxruntime for fp32 on the CPU when installed, else torch")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                        help="flip test, a second forward on mirrored crops (default: on)")
-    parser.add_argument("--amp", action="store_true", help="autocast: bfloat16 on CPU, float16 on CUDA (torch)")
+                        help="flip test, the mirrored crops in the same forward call (default: on)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp16/bf16: torch autocast; auto: fp16 on CUDA, fp32 elsewhere (default: %(default)s)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC memory layout for the torch backend (default: on)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
@@ -518,12 +546,160 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     result = run_benchmark(
         batches=args.batches, depth=args.depth, input_size=args.input, device=args.device, flip=args.flip,
-        amp=args.amp, channels_last=args.channels_last, compile=args.compile, threads=args.threads,
+        precision=args.precision, channels_last=args.channels_last, compile=args.compile, threads=args.threads,
         repeats=args.repeats, max_batch=args.max_batch, backend=args.backend, memory_people=args.memory_people,
     )
     print(format_table(result))
     if args.json is not None:
         print(f"json: {result.save_json(args.json)}")
+    return 0
+
+
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("track", help="people through a video with stable ids: annotated mp4 + PoseTrack JSON, fps")
+    parser.add_argument("input", metavar="INPUT", help="a video file, a folder of frames, a webcam index (0) or a stream URL")
+    parser.add_argument("--out", type=Path, help="write the annotated video here (.mp4, H.264)")
+    parser.add_argument("--json", type=Path, help="write the tracks here, PoseTrack 2018 format (track_id per person)")
+    _weights_option(parser, "; registered weights that are neither cached nor downloadable run an untrained "
+                            "network, said on screen and on the frames")
+    parser.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2",
+                        help="person detector, or 'none' to take each whole frame as one person (default: %(default)s)")
+    parser.add_argument("--boxes", type=Path,
+                        help="person boxes instead of a detector: COCO detection results with image_id = frame index")
+    parser.add_argument("--detector-every", type=int, default=1, metavar="K",
+                        help="run the detector every K frames (and after a track is lost), propagate boxes in between")
+    parser.add_argument("--propagation", choices=("flow", "pose", "none"), default="flow",
+                        help="boxes from the previous poses: moved by RAFT optical flow, left in place, or none "
+                             "(default: %(default)s, the paper's)")
+    parser.add_argument("--similarity", choices=("flow-oks", "oks", "iou"), default="flow-oks",
+                        help="how new poses are matched to tracks (default: %(default)s, the paper's)")
+    parser.add_argument("--max-age", type=int, default=0, metavar="N",
+                        help="frames a lost track may be matched again before its id is retired (default: 0, the paper)")
+    parser.add_argument("--smooth", action="store_true", help="One-Euro filter on each track's joints")
+    parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster pose network")
+    parser.add_argument("--max-frames", type=int, metavar="N",
+                        help="stop after N frames; Ctrl-C also stops and keeps what was tracked (for webcams)")
+    parser.add_argument("--eval", type=Path, metavar="GT.json",
+                        help="score the tracks against PoseTrack 2018 annotations of this video: MOTA and mAP")
+    _add_device_option(parser)
+    _add_runtime_options(parser)
+
+
+def _run_track(args: argparse.Namespace) -> int:
+    import json
+
+    from posekit.demo import UNTRAINED_TITLE
+    from posekit.detect import PersonDetector
+    from posekit.errors import DownloadError
+    from posekit.estimator import PoseEstimator
+    from posekit.files import atomic_write
+    from posekit.smoothing import OneEuro
+    from posekit.track import PoseTracker, to_posetrack, track_video
+    from posekit.video import VideoSource
+    from posekit.weights import WEIGHTS
+
+    if args.detector_every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise PosekitError("--detector-every and --max-frames take a positive number")
+    propagation = None if args.propagation == "none" else args.propagation
+    with _warnings_as_lines("track"):
+        video = VideoSource(args.input)  # a bad input is reported before any model loads
+        detect = _frame_boxes(args.boxes) if args.boxes is not None else None
+        try:
+            estimator = _estimator(args, flip_test=not args.no_flip)
+        except DownloadError as error:
+            if args.weights not in (*WEIGHTS, DEFAULT):
+                raise
+            print(f"posekit track: note: {error}", file=sys.stderr)
+            depth = WEIGHTS[DEFAULT_WEIGHTS if args.weights == DEFAULT else args.weights].depth
+            estimator = PoseEstimator(None, depth=depth, device=args.device, flip_test=not args.no_flip,
+                                      backend=args.backend, precision=args.precision)
+        if detect is None and args.detector != "none":
+            # Separately from the pose weights: missing detector weights are an error, not a fallback.
+            estimator.detector = PersonDetector(args.detector, device=estimator.device)
+        tracker = PoseTracker(estimator, propagation, args.similarity, args.detector_every, args.max_age, detect=detect,
+                              smoothing=OneEuro() if args.smooth else None)
+        caption = None if estimator.pretrained else UNTRAINED_TITLE
+        run = track_video(tracker, video, args.out, caption, 0.3 if estimator.pretrained else float("-inf"),
+                          args.max_frames)
+    if not run.frames:
+        raise PosekitError(f"{args.input}: no frames could be read")
+    if args.json is not None:
+        with atomic_write(args.json, "w") as file:
+            json.dump(to_posetrack(run.frames, run.file_names), file)
+    tracks = len({int(i) for f in run.frames for i in f.track_ids})
+    detected = sum(f.detected for f in run.frames)
+    print(
+        f"posekit track: {'stopped by Ctrl-C after ' if run.interrupted else ''}{len(run.frames)} frames, {tracks} tracks, {run.tracking_fps:.2f} fps tracking, "
+        f"{run.total_fps:.2f} fps end to end (detector on {detected} frames; {estimator.weights_source}; "
+        f"device {estimator.device})"
+    )
+    if not estimator.pretrained:
+        print(f"WARNING: {UNTRAINED_TITLE}; real weights: posekit weights download {args.weights}")
+    for label, path in (("video", args.out), ("tracks", args.json)):
+        if path is not None:
+            print(f"{label}: {path}")
+    if args.eval is not None:
+        from posekit.track_eval import evaluate_tracking, load_posetrack
+
+        print(evaluate_tracking(load_posetrack(args.eval), run.frames).table())
+    return 0
+
+
+def _frame_boxes(path: Path) -> Callable:
+    """``(rgb, frame index) -> (boxes, scores)`` from a COCO detection-results file keyed by frame index."""
+    import numpy as np
+
+    from posekit.detect import load_detections
+
+    boxes = load_detections(path)
+    none = (np.zeros((0, 4)), np.zeros(0))
+    return lambda rgb, index: boxes.get(index, none)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="the pose network as ONNX (dynamic batch), checked against torch")
+    parser.add_argument("--weights", required=True,
+                        help="registered weights name, checkpoint file or URL (its architecture is read from the file)")
+    parser.add_argument("--input", type=_height_by_width, metavar="HxW",
+                        help="network input, height x width, multiples of 32 (default: the weights')")
+    parser.add_argument("--fp16", action="store_true", help="half-precision graph (for GPUs, TensorRT, Jetson)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise PosekitError(f"export needs the onnx and onnxruntime packages ({error}): pip install onnx onnxruntime") from None
+
+    from posekit.estimator import PoseEstimator
+    from posekit.export import export_onnx
+
+    estimator = PoseEstimator(args.weights, device="cpu")
+    width, height = args.input or estimator.spec.input_size
+    if width % 32 or height % 32:
+        raise PosekitError(f"--input {height}x{width}: expected multiples of 32 (the network downsamples by 32)")
+    dtype = torch.float16 if args.fp16 else torch.float32
+    model = estimator.model.to(memory_format=torch.contiguous_format, dtype=dtype)
+    path = export_onnx(model, args.out, (width, height), args.opset)
+    onnx.checker.check_model(str(path), full_check=True)
+    images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.inference_mode():
+        expected = model(images).float().numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"images": images.numpy()})
+    error = float(np.abs(actual.astype(np.float32) - expected).max() / max(np.abs(expected).max(), 1e-12))
+    print(
+        f"posekit export: {path} ({path.stat().st_size / 2**20:.1f} MB, opset {args.opset}, "
+        f"{'float16' if args.fp16 else 'float32'}): images (batch, 3, {height}, {width}) -> heatmaps "
+        f"(batch, {expected.shape[1]}, {height // 4}, {width // 4}); onnx.checker passed; onnxruntime vs torch on a "
+        f"batch of 2: max difference {error:.1e} of the largest heatmap value ({estimator.weights_source})"
+    )
     return 0
 
 
@@ -535,6 +711,8 @@ _COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "weights": (_add_weights, _run_weights),
     "eval": (_add_eval, _run_eval),
     "bench": (_add_bench, _run_bench),
+    "track": (_add_track, _run_track),
+    "export": (_add_export, _run_export),
 }
 
 
@@ -561,8 +739,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _signals_unwind():
             return run(args)
-    except (PosekitError, OSError) as error:
-        # A user-facing problem, or the system refused (disk full, permission denied): one line, no traceback.
+    except PosekitError as error:
+        # A user-facing problem: one sentence, no traceback, its advice worded for the command line.
+        print(f"posekit {args.command}: error: {_one_line(error.for_cli())}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        # The system refused (disk full, permission denied): one line, as for the errors above.
         print(f"posekit {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:

@@ -19,7 +19,7 @@ import torch
 
 from posekit import hub, weights
 from posekit.cli import main
-from posekit.errors import ChecksumError, DownloadError
+from posekit.errors import ChecksumError, DownloadError, Hint
 from posekit.model import pose_resnet
 
 PAYLOAD = bytes(range(256)) * 600  # 153,600 bytes: several reads, not a multiple of the chunk size
@@ -116,7 +116,7 @@ def test_download_with_progress_and_checksum(server, tmp_path, capsys):
     dest = tmp_path / "cache" / "weights.pth"
     assert hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256) == dest
     assert dest.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["weights.pth", "weights.pth.lock"]  # no .part left
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["weights.pth"]  # no .part or .lock left
     progress = capsys.readouterr().err
     assert "weights.pth" in progress and "100%" in progress and "150k" in progress.lower()
 
@@ -197,6 +197,24 @@ def test_offline_gives_one_sentence_saying_what_to_do(closed_port_url, tmp_path)
     assert "refused" in message.lower()
     assert message.endswith(f"on a machine with internet and put it at {dest}, or pass --weights PATH")
     assert not dest.exists() and not (tmp_path / "weights.pth.part").exists()
+
+
+def test_offline_failure_leaves_nothing_and_names_an_absolute_path(closed_port_url, tmp_path, monkeypatch):
+    # A relative destination, as a notebook's COCO_ROOT = "coco" gives: the advice must not leave
+    # the reader guessing what it is relative to, and no lock file may stay behind.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DownloadError) as info:
+        hub.download_url(closed_port_url, Path("coco/.downloads/val2017.zip"), progress=False)
+    assert f"put it at {tmp_path / 'coco' / '.downloads' / 'val2017.zip'}" in str(info.value)
+    assert list((tmp_path / "coco" / ".downloads").iterdir()) == []
+
+
+def test_hint_is_worded_for_python_and_for_the_command_line(closed_port_url, tmp_path):
+    hint = Hint(python="pass pose_weights=PATH", cli="pass --weights PATH")
+    with pytest.raises(DownloadError) as info:
+        hub.download_url(closed_port_url, tmp_path / "w.pth", progress=False, hint=hint)
+    assert str(info.value).endswith(f"put it at {tmp_path / 'w.pth'}, or pass pose_weights=PATH")
+    assert info.value.for_cli() == str(info.value).replace("pose_weights=PATH", "--weights PATH")
 
 
 def test_http_error_is_reported(server, tmp_path):
@@ -341,9 +359,10 @@ def test_load_weights_from_a_url(server, tmp_path, monkeypatch):
     checkpoint = tmp_path / "res18.pth"
     torch.save({"state_dict": source.state_dict()}, checkpoint)
     server.files["/res18.pth"] = checkpoint.read_bytes()
-    target = weights.load_weights(pose_resnet(18), f"{server.url}/res18.pth")
+    with pytest.warns(UserWarning, match="channel order it was trained on cannot be known"):
+        target = weights.load_weights(pose_resnet(18), f"{server.url}/res18.pth")
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
-    assert (tmp_path / "checkpoints" / "res18.pth").read_bytes() == checkpoint.read_bytes()
+    assert (tmp_path / "checkpoints" / "urls" / "res18.pth").read_bytes() == checkpoint.read_bytes()
 
 
 @pytest.fixture
@@ -375,6 +394,112 @@ def test_cli_weights_download_offline_exits_1_with_one_line(served_entry, closed
     assert "pass --weights PATH" in err
 
 
+def test_weights_download_error_in_python_names_the_argument(served_entry, closed_port_url, monkeypatch):
+    monkeypatch.setitem(weights.WEIGHTS, "served", dataclasses.replace(served_entry, url=closed_port_url))
+    with pytest.raises(DownloadError) as info:
+        weights.download_weights("served", progress=False)
+    assert "pose_weights=PATH" in str(info.value) and "--" not in str(info.value)
+
+
 def test_cli_weights_download_unknown_name(capsys):
     assert main(["weights", "download", "pose_resnet_9"]) == 1
     assert "unknown weights 'pose_resnet_9'" in capsys.readouterr().err
+
+
+# --- the default weights fall back to mmpose's when Google Drive refuses ---------------------------
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "arbitrary code ran"))
+
+
+@pytest.fixture
+def drive_refuses(monkeypatch):
+    def refuse(**kwargs):
+        raise gdown.exceptions.FileURLRetrievalError("Too many users have viewed or downloaded this file recently.")
+
+    monkeypatch.setattr(gdown, "download_folder", refuse)
+
+
+@pytest.fixture
+def served_fallback(server, tmp_path, monkeypatch):
+    """The mmpose fallback entry pointing at the test server: a small depth-18 network, checksummed."""
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    source = pose_resnet(18)
+    mmpose_keys = {("head." if k.startswith(("deconv_layers.", "final_layer.")) else "backbone.") + k: v
+                   for k, v in source.state_dict().items()}
+    checkpoint = tmp_path / "mmpose.pth"
+    torch.save({"meta": {"epoch": 210}, "state_dict": mmpose_keys}, checkpoint)
+    server.files["/res50_coco_256x192.pth"] = checkpoint.read_bytes()
+    entry = dataclasses.replace(weights.get_weights(weights.FALLBACK_WEIGHTS), depth=18,
+                                url=f"{server.url}/res50_coco_256x192.pth",
+                                sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest())
+    monkeypatch.setitem(weights.WEIGHTS, weights.FALLBACK_WEIGHTS, entry)
+    return source
+
+
+def test_default_weights_fall_back_to_mmpose_with_one_notice(drive_refuses, served_fallback):
+    from posekit.estimator import PoseEstimator
+
+    with pytest.warns(UserWarning) as record:
+        estimator = PoseEstimator(device="cpu")
+    [notice] = [str(w.message) for w in record]
+    assert notice == (
+        "pose_resnet_50_256x192 could not be fetched from Google Drive, so posekit uses "
+        "pose_resnet_50_256x192_mmpose (mmpose, RGB input, reported AP 0.718)"
+    )
+    assert estimator.spec.channel_order == "rgb" and estimator.weights.name == "pose_resnet_50_256x192_mmpose"
+    assert all(torch.equal(a, b) for a, b in zip(served_fallback.state_dict().values(),
+                                                 estimator.model.state_dict().values()))
+
+
+def test_explicit_weights_never_fall_back(drive_refuses, served_fallback, server):
+    from posekit.estimator import PoseEstimator
+
+    with pytest.raises(DownloadError, match="pose_resnet_50_256x192.pth.tar from Google Drive"):
+        PoseEstimator("pose_resnet_50_256x192", device="cpu")
+    assert server.requests == []
+
+
+def test_cli_predict_says_which_weights_it_fell_back_to(drive_refuses, served_fallback, tmp_path, capsys):
+    image = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample" / "000000000785.jpg"
+    assert main(["predict", str(image), "--detector", "none", "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "posekit predict: warning: pose_resnet_50_256x192 could not be fetched from Google Drive, so posekit " \
+           "uses pose_resnet_50_256x192_mmpose (mmpose, RGB input, reported AP 0.718)" in err
+
+
+def test_a_url_with_a_release_file_name_is_not_trusted(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "home"))
+    marker = tmp_path / "owned"
+    release = weights.get_weights(weights.FALLBACK_WEIGHTS)
+    torch.save({"state_dict": pose_resnet(18).state_dict(), "extra": _Exploit(marker)}, tmp_path / "evil.pth")
+    server.files[f"/{release.filename}"] = (tmp_path / "evil.pth").read_bytes()
+    # Even a registry entry with a full digest only trusts the file that has that digest.
+    monkeypatch.setitem(weights.WEIGHTS, release.name, dataclasses.replace(release, sha256="0" * 64))
+    with pytest.raises(weights.CheckpointError, match="holds Python objects besides tensors"):
+        weights.load_weights(pose_resnet(18), f"{server.url}/{release.filename}")
+    assert not marker.exists()
+    # It was kept apart from the registry's downloads, so it can never pass for the release.
+    assert weights.cached_weights_path(release.name) is None
+
+
+def test_cached_weights_load_from_a_cache_that_cannot_be_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
+    source = pose_resnet(18)
+    entry = dataclasses.replace(weights.get_weights(weights.DEFAULT_WEIGHTS), depth=18)
+    monkeypatch.setitem(weights.WEIGHTS, entry.name, entry)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(source.state_dict(), tmp_path / "checkpoints" / entry.filename)
+
+    def no_lock(dest):  # what opening the lock file does in a read-only folder
+        raise PermissionError(13, "Permission denied", str(dest) + ".lock")
+
+    monkeypatch.setattr(hub, "_exclusive", no_lock)
+    loaded = weights.load_weights(pose_resnet(18), entry.name)
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values()))
