@@ -471,7 +471,10 @@ def _fetch(source: str, progress: bool) -> tuple[str, Path, str]:
             try:
                 path = download_weights(FALLBACK_WEIGHTS, progress)
             except DownloadError as also:
-                raise DownloadError(f"{refused}; the fallback {FALLBACK_WEIGHTS} failed too: {also}") from None
+                raise DownloadError(
+                    f"{refused}; the fallback {FALLBACK_WEIGHTS} failed too: {also}",
+                    cli_message=f"{refused.for_cli()}; the fallback {FALLBACK_WEIGHTS} failed too: {also.for_cli()}",
+                ) from None
             notice = (
                 f"{DEFAULT_WEIGHTS} could not be fetched from Google Drive, so posekit uses {fallback.name} "
                 f"({fallback.source}, {fallback.channel_order.upper()} input, reported AP {fallback.reported_ap['AP']:.3f})"
