@@ -3,9 +3,10 @@
 For a batch of people in one bundled image (the protocol of ``posekit bench``), both pipelines
 run the same random-weight network with the same threads and chunks; the script prints the
 warm median seconds of each, stage by stage, the speed-up and the largest keypoint difference.
-The reference's network runs either as the paper's code runs it (the eager module) or through
-posekit's plain torch forward (fp32, NCHW): then the two pipelines differ only in their
-pre- and post-processing. Dev-only: needs OpenCV; not part of the package.
+The reference's network runs either as the paper's code runs it (the eager fp32 module) or
+through the core's own forward: then the two pipelines differ only in batching (pre- and
+post-processing on whole batches, crops and mirrors in one network call). Dev-only: needs
+OpenCV; not part of the package (``notebooks/04_timing.ipynb`` loads it from the checkout).
 
 Run: python benchmarks/reference.py [--people 100] [--depth 50] [--no-flip] [--network posekit]
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -26,13 +26,11 @@ from posekit.crop import affine_matrix, box_to_center_scale
 from posekit.export import inference_forward, resolve_backend
 from posekit.model import pose_resnet
 from posekit.spec import InputSpec
-from posekit.topdown import StageTimer, Stopwatch
-
-Network = Callable[[torch.Tensor], torch.Tensor]
+from posekit.topdown import Forward, StageTimer, Stopwatch
 
 
 def reference_keypoints(
-    network: Network,
+    network: Forward,
     spec: InputSpec,
     batch: PersonBatch,
     flip: bool = True,
@@ -91,7 +89,7 @@ def reference_keypoints(
 
 
 def time_reference(
-    network: Network,
+    network: Forward,
     spec: InputSpec,
     batch: PersonBatch,
     flip: bool = True,
@@ -141,15 +139,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="warm runs of each pipeline (the median is shown)")
     parser.add_argument("--no-flip", action="store_true")
     parser.add_argument("--network", choices=("eager", "posekit"), default="eager",
-                        help="the reference's network: the eager module (the paper's code) or posekit's "
-                             "torch forward, fp32 NCHW (only the pre/post-processing then differs)")
+                        help="the reference's network: the eager module (the paper's code) or the core's own "
+                             "forward (then only the batching differs)")
     args = parser.parse_args()
     flip = not args.no_flip
     torch.manual_seed(0)
     model = pose_resnet(args.depth).eval()
     spec = model.input_spec
     forward = inference_forward(model)  # what PoseEstimator runs by default on this device
-    network = model if args.network == "eager" else inference_forward(model, "torch", "fp32", channels_last=False)
+    network = model if args.network == "eager" else forward
     batch = sample_people(args.people)
     ours = [time_stages(forward, spec, batch, flip, args.max_batch) for _ in range(args.repeats + 1)]
     _, warm = time_reference(network, spec, batch, flip, args.max_batch, args.repeats)
@@ -162,7 +160,8 @@ def main() -> None:
     for (stage, seconds), theirs in zip(core.as_dict().items(), reference.as_dict().values()):
         print(f"{stage:<12}{seconds:>10.3f}{theirs:>11.3f}")
     print(f"posekit top-down core ({resolve_backend('auto')}): {core.total:.3f} s; "
-          f"paper-style reference ({args.network} network): {reference.total:.3f} s; "
+          f"paper-style reference ({'eager module' if args.network == 'eager' else 'the same forward'}): "
+          f"{reference.total:.3f} s; "
           f"speed-up {reference.total / core.total:.2f}x")
     print(f"largest keypoint difference {distances.max():.2g} px; joints > 0.01 px apart: "
           f"{int((distances > 0.01).sum())} of {distances.size}")
