@@ -64,6 +64,16 @@ class StageTimes:
         """Stage -> seconds, in pipeline order, with display names (the input of ``viz.plot_timing``)."""
         return {name.replace("_", " "): value for name, value in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def median(cls, runs: Sequence[StageTimes]) -> StageTimes:
+        """Stage by stage, the median over ``runs``."""
+        return cls(*(statistics.median(getattr(run, stage) for run in runs) for stage in STAGES))
+
+    @classmethod
+    def from_timer(cls, timer: topdown.StageTimer) -> StageTimes:
+        """What a :class:`~posekit.topdown.StageTimer` summed, 0 for stages that did not run."""
+        return cls(**{stage: timer.seconds.get(stage, 0.0) for stage in STAGES})
+
 
 @dataclasses.dataclass
 class BatchResult:
@@ -204,7 +214,7 @@ def time_stages(
     """
     timer = topdown.StageTimer(device)
     keypoints, _, _ = topdown.keypoints(forward, spec, batch.image, batch.boxes, flip, "quarter", max_batch, device, timer)
-    return keypoints, StageTimes(**{stage: timer.seconds.get(stage, 0.0) for stage in STAGES})
+    return keypoints, StageTimes.from_timer(timer)
 
 
 @contextlib.contextmanager
@@ -376,7 +386,7 @@ def _measure(batches, depth, input_size, device, flip, precision, channels_last,
 
 def _batch_result(people, runs, flip, model_flops, matmul, peak) -> BatchResult:
     cold, warm = runs[0], runs[1:]
-    median = StageTimes(*(statistics.median(getattr(run, stage) for run in warm) for stage in STAGES))
+    median = StageTimes.median(warm)
     totals = [run.total for run in warm]
     network_flops = model_flops * people * (2 if flip else 1)
     achieved = network_flops / median.forward
@@ -437,6 +447,8 @@ def format_table(result: BenchResult) -> str:
         ("network GFLOP/s (of matmul)", [f"{b.achieved_flops / 1e9:.0f} ({100 * b.flops_fraction:.0f}%)" for b in result.batches]),
         ("peak memory (MB)", [f"{b.peak_memory_bytes / 2**20:.0f}" for b in result.batches]),
         (f"K80 seed figure ({K80_LABEL}) (s)", [_optional(b.k80_seconds, "{:.3f}") for b in result.batches]),
+        ("  K80 ms per person", [_optional(b.k80_seconds and 1000 * b.k80_seconds / b.people, "{:.1f}")
+                                 for b in result.batches]),
     ]
     label_width = max(len(label) for label, _ in rows)
     column_width = max(12, *(len(cell) for _, cells in rows for cell in cells))

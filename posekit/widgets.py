@@ -23,10 +23,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
-from posekit.coco17 import NUM_KEYPOINTS
 from posekit.demo import UNTRAINED_TITLE
 from posekit.errors import ImageReadError, PosekitError
 from posekit.images import ImageSource, load_image
+from posekit.poses import Poses
 from posekit.viz import draw_skeleton, show_heatmaps
 
 # The picture's longest side in pixels (larger images are drawn smaller) and its share of the window height.
@@ -43,16 +43,10 @@ NO_FRONTEND_MESSAGE = (
 )
 
 
-class PersonLike(Protocol):
-    """One detected person: ``keypoints`` (17, 3) as x, y, score and ``box`` (4,) COCO xywh, image pixels."""
-
-    keypoints: np.ndarray
-    box: np.ndarray
-
-
 class EstimatorLike(Protocol):
-    """Anything called as ``estimator([image]) -> [[person, ...]]``, e.g. a ``PoseEstimator``, and as
-    ``estimator([image], [boxes])`` for images whose boxes are given.
+    """Anything called as ``estimator(image) -> Poses``, e.g. a ``PoseEstimator``, and as
+    ``estimator(image, boxes)`` for an image whose boxes are given (:class:`~posekit.poses.Poses`:
+    ``boxes`` (N, 4) x, y, w, h and ``keypoints`` (N, K, 3) x, y, score, image pixels).
 
     It may also offer ``estimate_heatmaps(image, boxes_xywh (M, 4)) -> (crops (M, H, W, 3) uint8,
     heatmaps (M, 17, h, w))``, which the heatmap toggle uses; ``pretrained`` (False: random weights,
@@ -60,7 +54,7 @@ class EstimatorLike(Protocol):
     which the caption uses to say where the boxes came from.
     """
 
-    def __call__(self, images: list[np.ndarray], boxes: list | None = None) -> list[list[PersonLike]]: ...
+    def __call__(self, image: np.ndarray, boxes: object = None) -> Poses: ...
 
 
 def _decode_upload(name: str, content: bytes) -> np.ndarray:
@@ -122,7 +116,7 @@ class ImagePicker:
 
         if not callable(estimator):
             raise PosekitError(
-                f"estimator must be callable as estimator([image]) -> [[person, ...]] (e.g. a PoseEstimator), "
+                f"estimator must be callable as estimator(image) -> Poses (e.g. a PoseEstimator), "
                 f"got {type(estimator).__name__}"
             )
         self._sources = _named_sources(images)
@@ -131,8 +125,8 @@ class ImagePicker:
         if unknown:
             raise PosekitError(f"boxes are given for {unknown}, which are not among the images {list(self._sources)}")
         self._estimator = estimator
-        # label -> (image, people) and label -> (crop, heatmaps) of the first person: the expensive results.
-        self._results: dict[str, tuple[np.ndarray, list[PersonLike]]] = {}
+        # label -> (image, poses) and label -> (crop, heatmaps) of the first person: the expensive results.
+        self._results: dict[str, tuple[np.ndarray, Poses]] = {}
         self._heatmaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.redraw_count = 0
         self.figure: Figure | None = None
@@ -171,11 +165,11 @@ class ImagePicker:
         bundle["text/plain"] = NO_FRONTEND_MESSAGE
         return bundle
 
-    def _result(self, label: str) -> tuple[np.ndarray, list[PersonLike]]:
+    def _result(self, label: str) -> tuple[np.ndarray, Poses]:
         if label not in self._results:
             image = load_image(self._sources[label])
-            found = self._estimator([image], [self._boxes[label]]) if label in self._boxes else self._estimator([image])
-            self._results[label] = image, list(found[0])
+            poses = self._estimator(image, self._boxes[label]) if label in self._boxes else self._estimator(image)
+            self._results[label] = image, poses
         return self._results[label]
 
     def _say(self, text: str) -> None:
@@ -256,14 +250,13 @@ class ImagePicker:
 
     def _draw_skeleton(self) -> None:
         label, threshold = self.dropdown.value, self.slider.value
-        image, people = self._result(label)
-        keypoints = np.stack([p.keypoints for p in people]) if people else np.zeros((0, NUM_KEYPOINTS, 3))
-        boxes = np.stack([p.box for p in people]) if people else None
+        image, poses = self._result(label)
+        keypoints = poses.keypoints
         height, width = image.shape[:2]
         # One image pixel per figure pixel (fewer for large images): sharp, and never shown upscaled.
         dpi = 100 * min(1.0, MAX_SIDE / max(height, width))
         fig = Figure(figsize=(width / 100, height / 100), dpi=dpi)
-        ax = draw_skeleton(image, keypoints, threshold, ax=fig.add_axes((0, 0, 1, 1)), boxes=boxes)
+        ax = draw_skeleton(image, keypoints, threshold, ax=fig.add_axes((0, 0, 1, 1)), boxes=poses.boxes)
         if self._untrained:
             # Wrapped at the picture's edge, so that a narrow picture shows all of it.
             ax.text(0.01, 0.99, UNTRAINED_TITLE, transform=ax.transAxes, va="top", fontsize=9, color="white",
@@ -273,7 +266,7 @@ class ImagePicker:
         self.redraw_count += 1
         source = self._box_source(label)
         drawn = int((keypoints[..., 2] >= threshold).sum())  # draw_skeleton's rule for a visible joint
-        caption = (f"<b>{html.escape(label)}</b>: {_plural(len(people), 'person', 'people')}"
+        caption = (f"<b>{html.escape(label)}</b>: {_plural(len(poses), 'person', 'people')}"
                    f"{f' ({html.escape(source)})' if source else ''}, "
                    f"{_plural(drawn, 'joint', 'joints')} drawn (score &ge; {threshold:.2f})")
         if self._untrained:
@@ -289,12 +282,12 @@ class ImagePicker:
             self._say("This estimator does not expose heatmaps (no estimate_heatmaps method).")
             return
         label = self.dropdown.value
-        image, people = self._result(label)
-        if not people:
+        image, poses = self._result(label)
+        if not len(poses):
             self._say(f"No person in {label}: no heatmaps to show.")
             return
         if label not in self._heatmaps:
-            crops, heatmaps = estimate_heatmaps(image, np.asarray(people[0].box, dtype=np.float64)[None])
+            crops, heatmaps = estimate_heatmaps(image, np.asarray(poses.boxes[:1], dtype=np.float64))
             self._heatmaps[label] = crops[0], heatmaps[0]
         fig = show_heatmaps(*self._heatmaps[label])
         if self._untrained:
@@ -317,7 +310,7 @@ def image_picker(
 
     Args:
         images: label -> path or (H, W, 3) uint8 RGB array, or a list of them (labelled by file name).
-        estimator: called as ``estimator([image], [boxes]) -> [[person, ...]]`` (see :class:`EstimatorLike`).
+        estimator: called as ``estimator(image[, boxes]) -> Poses`` (see :class:`EstimatorLike`).
         score_threshold: initial slider value; joints scoring below it are hidden.
         boxes: label -> the people's boxes (N, 4) x, y, w, h, or ``(boxes, scores)``, for images whose
             boxes come from elsewhere (e.g. annotations); the estimator finds the others' people itself.

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.reference import reference_keypoints
+from benchmarks.reference import reference_keypoints, time_reference
 from posekit.bench import (
     K80_SECONDS,
     BenchResult,
@@ -26,6 +26,7 @@ from posekit.cli import main
 from posekit.export import inference_forward
 from posekit.model import pose_resnet
 from posekit.spec import InputSpec
+from posekit.topdown import STAGES
 
 INPUT = (64, 96)  # (width, height): small, multiples of 32
 SPEC = InputSpec(input_size=INPUT)
@@ -115,6 +116,29 @@ def test_the_timed_core_matches_the_paper_style_reference(model, flip):
     # Scores: the crops may differ by one grey level here and there (see crop_batch).
     np.testing.assert_allclose(ours[..., 2], reference[..., 2], rtol=5e-3)
     assert (times.flip_back > 0) == flip
+
+
+def test_reference_runs_a_given_forward_and_is_timed_per_stage(model):
+    batch = sample_people(3)
+    plain = inference_forward(model, "torch", "fp32", channels_last=False, input_size=INPUT)
+    calls = []
+
+    def network(inputs):
+        calls.append(len(inputs))
+        return plain(inputs)
+
+    cold, warm = time_reference(network, SPEC, batch, flip=True, max_batch=2, repeats=2)
+    # Per run: chunks of 2 and 1 people, each through the network twice (crops, then mirrored crops).
+    assert calls == [2, 2, 1, 1] * 3
+    assert len(warm) == 2 and all(getattr(run, stage) > 0 for run in (cold, *warm) for stage in STAGES)
+    through_forward = reference_keypoints(plain, SPEC, batch, max_batch=2)
+    eager = reference_keypoints(model, SPEC, batch, max_batch=2)
+    assert np.abs(through_forward[..., :2] - eager[..., :2]).max() < 1e-3
+
+
+def test_stage_times_median_is_per_stage():
+    runs = [StageTimes(1, 5, 9, 0, 2), StageTimes(3, 4, 7, 0, 8), StageTimes(2, 6, 8, 0, 1)]
+    assert StageTimes.median(runs) == StageTimes(2, 5, 8, 0, 2)
 
 
 def test_chunked_core_equals_one_big_batch(model):

@@ -87,14 +87,15 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-def _execute(name: str, parameters: dict, specs: KernelSpecManager) -> nbformat.NotebookNode:
-    """Run a notebook as papermill would: ``parameters`` in a cell right after the parameters cell."""
+def _execute(name: str, parameters: dict, specs: KernelSpecManager, folder: Path = NOTEBOOKS) -> nbformat.NotebookNode:
+    """Run a notebook as papermill would: ``parameters`` in a cell right after the parameters cell,
+    with ``folder`` as its working directory (where Jupyter runs it: the notebook's own folder)."""
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     injected = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     notebook.cells.insert(_parameters_index(notebook)[0] + 1, new_code_cell(injected))
     manager = KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
     client = NotebookClient(
-        notebook, km=manager, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(NOTEBOOKS)}}
+        notebook, km=manager, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(folder)}}
     )
     client.execute()  # raises CellExecutionError, with the cell and traceback, on the first error
     return notebook
@@ -199,6 +200,21 @@ def test_timing_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> 
     table = re.search(r"^people per second\s+([\d.]+)\s+([\d.]+)$", printed, re.MULTILINE).groups()
     assert re.findall(r"ms per person, ([\d.]+) people/s", printed) == list(table)
     assert _pictures(notebook) >= 1, "the per-person chart"
+    assert "comparison: runtime and batching; reference pipeline from " in printed
+
+
+def test_timing_without_a_checkout_says_the_reference_did_not_run(
+    kernel_specs: KernelSpecManager, offline: Path, tmp_path: Path
+) -> None:
+    """As in Colab: the notebook without the repository around it, so without benchmarks/reference.py."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = _execute(NAMES[3], {"DEVICE": "cpu", "BATCHES": (2,), "DEPTH": 18, "REPEATS": 1}, kernel_specs, folder)
+    printed = _printed(notebook)
+    missing = tmp_path / "benchmarks" / "reference.py"
+    assert f"comparison: posekit's runtime only; the reference pipeline did not run: {missing} is not here" in printed
+    assert "speed-up over the reference" not in printed
+    assert re.search(r"^  runtime: the network takes [\d.]+ s with \w+, [\d.]+ s plain", printed, re.MULTILINE)
 
 
 def test_video_tracking_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> None:

@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib
 
@@ -20,6 +19,7 @@ from PIL import Image  # noqa: E402
 from posekit.coco17 import KEYPOINT_NAMES  # noqa: E402
 from posekit.demo import UNTRAINED_TITLE  # noqa: E402
 from posekit.errors import PosekitError  # noqa: E402
+from posekit.poses import Poses  # noqa: E402
 from posekit.widgets import NO_FRONTEND_MESSAGE, NO_WIDGETS_MESSAGE, image_picker  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
@@ -32,13 +32,12 @@ FIRST, SECOND = list(PATHS)[:2]
 JOINT_SCORES = np.linspace(0.05, 0.95, 17)
 
 
-def _people(image_id: int) -> list[SimpleNamespace]:
-    people = []
-    for annotation in (a for a in COCO["annotations"] if a["image_id"] == image_id):
-        keypoints = np.array(annotation["keypoints"], dtype=np.float64).reshape(17, 3)
-        keypoints[:, 2] = np.where(keypoints[:, 2] > 0, JOINT_SCORES, 0.0)
-        people.append(SimpleNamespace(keypoints=keypoints, box=np.array(annotation["bbox"])))
-    return people
+def _people(image_id: int) -> Poses:
+    annotations = [a for a in COCO["annotations"] if a["image_id"] == image_id]
+    keypoints = np.array([a["keypoints"] for a in annotations], dtype=np.float32).reshape(-1, 17, 3)
+    keypoints[..., 2] = np.where(keypoints[..., 2] > 0, JOINT_SCORES, 0.0)
+    boxes = np.array([a["bbox"] for a in annotations], dtype=np.float32).reshape(-1, 4)
+    return Poses(boxes, np.ones(len(boxes), np.float32), keypoints)
 
 
 class FakeEstimator:
@@ -48,14 +47,16 @@ class FakeEstimator:
         self.calls: list[tuple[int, int, int]] = []
         self.boxes: list = []
 
-    def __call__(self, images, boxes=None):
-        self.calls.extend(image.shape for image in images)
-        self.boxes.extend(boxes or [None] * len(images))
+    def __call__(self, image, boxes=None):
+        # As PoseEstimator called with one image: its Poses.
+        assert isinstance(image, np.ndarray) and image.ndim == 3
+        self.calls.append(image.shape)
+        self.boxes.append(boxes)
         if boxes is not None:
-            # As PoseEstimator: one (N, 4) array per image, never None.
-            assert len(boxes) == len(images) and all(np.shape(b)[1:] == (4,) for b in boxes)
-            return [[SimpleNamespace(keypoints=np.full((17, 3), 0.5), box=np.asarray(box)) for box in b] for b in boxes]
-        return [_people(BY_SHAPE.get(image.shape[:2], -1)) for image in images]
+            boxes = np.asarray(boxes, np.float32)
+            assert boxes.ndim == 2 and boxes.shape[1] == 4
+            return Poses(boxes, np.ones(len(boxes), np.float32), np.full((len(boxes), 17, 3), 0.5, np.float32))
+        return _people(BY_SHAPE.get(image.shape[:2], -1))
 
 
 class FakeHeatmapEstimator(FakeEstimator):
@@ -83,7 +84,7 @@ def _shown_joints(picker) -> int:
 
 def _expected_joints(file_name: str, threshold: float) -> int:
     image_id = next(i["id"] for i in COCO["images"] if i["file_name"] == file_name)
-    return sum(1 for p in _people(image_id) for score in p.keypoints[:, 2] if score >= threshold)
+    return int((_people(image_id).keypoints[..., 2] >= threshold).sum())
 
 
 def _png_bytes(mode: str, size: tuple[int, int], colour) -> bytes:
@@ -143,7 +144,7 @@ def test_heatmap_toggle_shows_the_first_person_and_caches_it():
     assert [ax.get_title() for ax in picker.heatmap_figure.axes] == list(KEYPOINT_NAMES)
     assert picker.heatmap_image.layout.display is None and bytes(picker.heatmap_image.value).startswith(b"\x89PNG")
     first_box = next(a["bbox"] for a in COCO["annotations"] if a["image_id"] == 785)
-    np.testing.assert_array_equal(estimator.heatmap_boxes[0], [first_box])
+    np.testing.assert_allclose(estimator.heatmap_boxes[0], [first_box], rtol=1e-6)  # Poses hold float32
 
     picker.toggle.value = False
     assert picker.heatmap_image.layout.display == "none"
@@ -274,8 +275,14 @@ def test_with_a_real_estimator_given_boxes_and_uploads_without_boxes_both_run():
 
     estimator = PoseEstimator(None, device="cpu", depth=18, flip_test=False)
     boxes = np.array([[10.0, 10.0, 60.0, 120.0], [100.0, 20.0, 50.0, 100.0]])
-    picker = image_picker({"two": np.full((160, 200, 3), 90, np.uint8)}, estimator, boxes={"two": boxes})
+    image = np.full((160, 200, 3), 90, np.uint8)
+    picker = image_picker({"two": image}, estimator, score_threshold=0.0, boxes={"two": boxes})
     assert picker.caption.value.startswith("<b>two</b>: 2 people (in the given boxes)")
+    # The joints drawn are the estimator's own for those boxes, all people's, above the threshold.
+    keypoints = estimator(image, boxes).keypoints
+    (joints,) = [c for c in picker.figure.axes[0].collections if c.get_label() == "joints"]
+    assert len(joints.get_offsets()) > 0
+    np.testing.assert_allclose(joints.get_offsets(), keypoints[keypoints[..., 2] >= 0.0][:, :2], atol=1e-4)
     picker.add_images({"mine.png": _png_bytes("RGB", (64, 48), (200, 10, 10))})
     assert picker.message.value == ""
     assert "1 person (no detector, so the whole image is taken as one person)" in picker.caption.value
