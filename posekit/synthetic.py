@@ -140,7 +140,9 @@ def draw_figure(draw: ImageDraw.ImageDraw, joints17: np.ndarray, height: float, 
     for side in ("left", "right"):
         for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle")):
             draw.line([j[f"{side}_{a}"], j[f"{side}_{b}"]], fill=clothes, width=limb)
-        for end in ("wrist", "ankle", "elbow", "knee"):
+        # Round caps on every joint, so each labelled point is painted (polygon corners and
+        # line ends alone can miss their exact pixel).
+        for end in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"):
             x, y = j[f"{side}_{end}"]
             draw.ellipse([x - limb / 2, y - limb / 2, x + limb / 2, y + limb / 2], fill=skin if end == "wrist" else clothes)
     centre = (joints17[3] + joints17[4]) / 2
