@@ -217,6 +217,10 @@ class KeypointPeople(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def image_path(self, image_id: int) -> Path:
+        """The file of image ``image_id``."""
+        return self._files[image_id]
+
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose augmentation draws ``__getitem__`` returns."""
         self.epoch = epoch
@@ -234,7 +238,7 @@ class KeypointPeople(torch.utils.data.Dataset):
         return np.array([scale, angle, float(rng.random() <= s.flip_probability)])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, np.ndarray]:
-        image = load_image(self._files[int(self.image_ids[index])], upright=False)  # as OpenCV reads it
+        image = load_image(self.image_path(int(self.image_ids[index])), upright=False)  # as OpenCV reads it
         return torch.from_numpy(image).permute(2, 0, 1), index, self.augmentation(index)
 
 
