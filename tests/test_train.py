@@ -123,6 +123,39 @@ def test_every_synthetic_joint_is_painted():
         assert (pixels[np.round(joints[:, 1]).astype(int), np.round(joints[:, 0]).astype(int)] > 0).all()
 
 
+def test_skeletons_of_a_custom_keypoint_set_are_drawn_with_its_limbs_and_sides():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_rgba
+
+    from posekit.errors import PosekitError
+    from posekit.viz import SIDE_COLORS, draw_skeleton
+
+    keypoints = np.array([[[50, 10, 1], [70, 40, 1], [30, 40, 1], [60, 90, 1], [40, 90, 1]]] * 2, dtype=float)
+    ax = draw_skeleton(np.zeros((100, 100, 3), np.uint8), keypoints, keypoint_set=HANDS_FEET)
+    limbs = next(c for c in ax.collections if c.get_label() == "limbs")
+    joints = next(c for c in ax.collections if c.get_label() == "joints")
+    assert len(limbs.get_segments()) == 2 * 4  # head to each hand and foot, per person
+    colors = [tuple(c[:3]) for c in joints.get_facecolors()[:5]]
+    assert colors[0] == to_rgba(SIDE_COLORS["center"])[:3]
+    assert colors[1] == colors[3] == to_rgba(SIDE_COLORS["left"])[:3]
+    assert colors[2] == colors[4] == to_rgba(SIDE_COLORS["right"])[:3]
+    with pytest.raises(PosekitError, match=r"\(5, 3\)"):
+        draw_skeleton(np.zeros((100, 100, 3), np.uint8), np.zeros((17, 3)), keypoint_set=HANDS_FEET)
+
+
+def test_imagenet_init_offline_fails_in_one_sentence(tmp_path, monkeypatch):
+    from posekit.errors import DownloadError
+    from posekit.train import build_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens: refused at once
+    with pytest.raises(DownloadError, match=r"ImageNet resnet18 weights .* cannot be downloaded .* --init none"):
+        build_model(18, COCO17, "imagenet")
+
+
 # ---------------------------------------------------------------------------------------------
 # The paper's batch geometry and loss, against independent computations
 # ---------------------------------------------------------------------------------------------
