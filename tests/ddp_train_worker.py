@@ -1,5 +1,6 @@
 """Run by tests/test_train.py under ``torchrun --nproc-per-node 2``: a few DDP steps of posekit's
-Trainer; each rank saves its parameters after every step to OUT/rank<r>_step<t>.pt.
+Trainer; after every step each rank saves its parameters and the gradients the step applied
+(DDP's average over ranks) to OUT/rank<r>_step<t>.pt as {"params": ..., "grads": ...}.
 
 Usage: python ddp_train_worker.py ANN_FILE IMAGE_DIR OUT STEPS BATCH_PER_RANK
 """
@@ -19,6 +20,7 @@ trainer = Trainer(TrainConfig(
 ))
 for step, batch_tensors in zip(range(int(steps)), trainer.batches(0)):
     trainer.step(*batch_tensors)
-    params = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    torch.save(params, Path(out) / f"rank{trainer.rank}_step{step}.pt")
+    named = list(trainer.model.named_parameters())
+    torch.save({"params": {name: p.detach().clone() for name, p in named},
+                "grads": {name: p.grad.clone() for name, p in named}}, Path(out) / f"rank{trainer.rank}_step{step}.pt")
 distributed.teardown()
