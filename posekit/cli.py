@@ -421,6 +421,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (CUDA only)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    parser.add_argument("--half-body", action="store_true",
+                        help="HRNet's half-body crops with probability 0.3 (not in the paper's recipe)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     _add_device_option(parser)
 
@@ -444,7 +446,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ann_file=ann_file, image_dir=image_dir, out=args.out, val_ann_file=val_ann, val_image_dir=val_images,
         depth=args.depth, input_size=args.input, schedule=args.schedule, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, init=args.init, resume=args.resume, workers=args.workers,
-        sync_bn=args.sync_bn, amp=args.amp, seed=args.seed, val_every=args.val_every, device=args.device,
+        sync_bn=args.sync_bn, amp=args.amp, half_body=args.half_body, seed=args.seed, val_every=args.val_every, device=args.device,
         progress=args.progress,
     )
     history = train(config)

@@ -75,6 +75,17 @@ class Schedule:
     rotation_factor: float = 40.0
     rotation_probability: float = 0.6
     flip_probability: float = 0.5
+    half_body_probability: float = 0.0
+
+
+# Half-body crops (off in the paper's code; HRNet's loader added them, PROB_HALF_BODY 0.3): a
+# person with more than HALF_BODY_MIN_JOINTS labelled joints is cropped to its upper or lower
+# body, the joints' extent padded by HALF_BODY_PADDING. Upper body: joints named as COCO's head
+# and arms.
+HALF_BODY_PROBABILITY = 0.3
+HALF_BODY_MIN_JOINTS = 8
+HALF_BODY_PADDING = 1.5
+UPPER_BODY_NAMES = frozenset(COCO17.names[:11])
 
 
 SCHEDULES: dict[str, Schedule] = {
@@ -226,16 +237,20 @@ class KeypointPeople(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def augmentation(self, index: int) -> np.ndarray:
-        """Scale multiplier, rotation (deg) and flip (0/1) of person ``index`` this epoch. Shape: (3,)."""
+        """Scale multiplier, rotation (deg), flip (0/1), half-body crop (0/1) and its side (1: upper
+        body preferred, 0: lower) of person ``index`` this epoch. Shape: (5,)."""
         s = self.schedule
         if s is None:
-            return np.array([1.0, 0.0, 0.0])
+            return np.array([1.0, 0.0, 0.0, 0.0, 0.0])
         rng = np.random.default_rng([self.seed, self.epoch, index])
         normal = rng.standard_normal(2)
         scale = np.clip(normal[0] * s.scale_factor + 1, 1 - s.scale_factor, 1 + s.scale_factor)
         rotate = rng.random() <= s.rotation_probability
         angle = np.clip(normal[1] * s.rotation_factor, -2 * s.rotation_factor, 2 * s.rotation_factor) if rotate else 0.0
-        return np.array([scale, angle, float(rng.random() <= s.flip_probability)])
+        flip = float(rng.random() <= s.flip_probability)
+        # HRNet prefers the upper body when a standard normal draw is below 0.5 (about 69%).
+        half_body, upper = rng.random() < s.half_body_probability, rng.standard_normal() < 0.5
+        return np.array([scale, angle, flip, float(half_body), float(upper)])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, np.ndarray]:
         image = load_image(self.image_path(int(self.image_ids[index])), upright=False)  # as OpenCV reads it
@@ -272,14 +287,23 @@ def training_batch(
     the affine warp of (center, scale * multiplier, rotation). Here the mirror is folded into
     the crop's matrix, so the whole batch is one ``grid_sample`` on ``device``.
 
-    Shape: images (B, 3, H, W) uint8, widths (B,), indices (B,), augmentation (B, 3) ->
+    A half-body person's (center, scale) come from :func:`half_body_boxes` first, as in HRNet.
+
+    Shape: images (B, 3, H, W) uint8, widths (B,), indices (B,), augmentation (B, 5) ->
     inputs (B, 3, h, w), targets (B, K, h/4, w/4), weights (B, K), on ``device``.
     """
     flipped = augmentation[:, 2] > 0.5
     mirror = widths - 1
-    centers = people.centers[indices].astype(np.float64)
+    upper = np.isin(spec.keypoint_set.names, list(UPPER_BODY_NAMES))
+    half_centers, half_scales, half = half_body_boxes(
+        people.joints[indices], people.visibility[indices], upper, augmentation[:, 4] > 0.5,
+        spec.input_size[0] / spec.input_size[1],
+    )
+    half &= augmentation[:, 3] > 0.5
+    centers = np.where(half[:, None], half_centers, people.centers[indices]).astype(np.float64)
+    scales = np.where(half[:, None], half_scales, people.scales[indices]).astype(np.float32)
     centers[:, 0] = np.where(flipped, mirror - centers[:, 0], centers[:, 0])
-    scales = people.scales[indices] * augmentation[:, :1].astype(np.float32)
+    scales = scales * augmentation[:, :1].astype(np.float32)
     joints, visibility = people.joints[indices].copy(), people.visibility[indices]
     swapped = spec.keypoint_set.flip_index
     joints = np.where(flipped[:, None, None], joints[:, swapped], joints)
@@ -300,6 +324,36 @@ def training_batch(
         torch.from_numpy(targets).to(device),
         torch.from_numpy(weights).to(device),
     )
+
+
+def half_body_boxes(
+    joints: np.ndarray, visibility: np.ndarray, upper: np.ndarray, prefer_upper: np.ndarray, aspect_ratio: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HRNet's half-body crops: the (center, scale) of each person's upper or lower body.
+
+    Upper when preferred and more than 2 upper joints are labelled, else lower when more than 2
+    lower ones are, else upper; the crop centres on the chosen joints' mean and spans their
+    extent, widened or heightened to ``aspect_ratio`` and padded by 1.5. Usable for people with
+    more than 8 labelled joints of which at least 2 are chosen.
+
+    Shape: joints (N, K, 2), visibility (N, K), upper (K,) bool, prefer_upper (N,) bool ->
+    centers (N, 2) float32, scales (N, 2) float32, usable (N,) bool.
+    """
+    labelled = visibility > 0
+    upper_count, lower_count = (labelled & upper).sum(1), (labelled & ~upper).sum(1)
+    take_upper = (prefer_upper & (upper_count > 2)) | (lower_count <= 2)
+    chosen = labelled & np.where(take_upper[:, None], upper, ~upper)
+    count = chosen.sum(1)
+    usable = (labelled.sum(1) > HALF_BODY_MIN_JOINTS) & (count >= 2)
+    points = joints.astype(np.float32)
+    center = np.where(chosen[..., None], points, 0).sum(1) / np.maximum(count, 1)[:, None]
+    low = np.where(chosen[..., None], points, np.inf).min(1)
+    high = np.where(chosen[..., None], points, -np.inf).max(1)
+    size = np.where(usable[:, None], high - low, 1.0)
+    width = np.maximum(size[:, 0], size[:, 1] * aspect_ratio)
+    height = np.maximum(size[:, 1], size[:, 0] / aspect_ratio)
+    scales = np.stack([width, height], 1) / PIXEL_STD * HALF_BODY_PADDING
+    return center.astype(np.float32), scales.astype(np.float32), usable
 
 
 def joints_mse(heatmaps: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -467,6 +521,7 @@ class TrainConfig:
     """One training run; ``posekit train`` fills it from its options.
 
     ``epochs``, ``batch_size`` (people per process) and ``lr`` default to the schedule's.
+    ``half_body``: HRNet's half-body crops with probability 0.3 (off in the paper's recipe).
     ``val_every``: validate every N epochs (and after the last). ``out``: checkpoints
     ``last.pth`` / ``best.pth`` and ``log.csv`` (plus TensorBoard events when installed).
     """
@@ -487,6 +542,7 @@ class TrainConfig:
     workers: int = 4
     sync_bn: bool = False
     amp: bool = False
+    half_body: bool = False
     seed: int = 0
     val_every: int = 10
     device: str = "auto"
@@ -513,7 +569,8 @@ class Trainer:
             raise PosekitError(f"--sync-bn needs CUDA devices (torch's SyncBatchNorm); this run is on {self.device}")
         checkpoint = self._load_resume(config.resume) if config.resume else None
         if checkpoint is None:
-            overrides = {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr}
+            overrides = {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+                         "half_body_probability": HALF_BODY_PROBABILITY if config.half_body else None}
             self.schedule = dataclasses.replace(
                 SCHEDULES[config.schedule], **{k: v for k, v in overrides.items() if v is not None}
             )

@@ -6,6 +6,7 @@ few minutes on two CPU cores.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -170,11 +171,12 @@ def test_training_batch_matches_the_official_per_person_pipeline(tmp_path):
     spec = ModelSpec(18, size, "rgb", 2.0, COCO17)
     indices = np.array([0, 1, 2, 3])
     augmentation = np.array([[1.2, 30.0, 1.0], [0.8, -45.0, 0.0], [1.0, 0.0, 1.0], [1.3, 80.0, 1.0]])
+    augmentation = np.concatenate([augmentation, np.zeros((4, 2))], 1)  # no half-body crops
     items = [(people[i][0], i, a) for i, a in zip(indices, augmentation)]
     batch, widths, got_indices, got_aug = collate_people(items)
     inputs, targets, weights = training_batch(batch, widths, people, got_indices, got_aug, spec, torch.device("cpu"))
 
-    for slot, (index, (multiplier, angle, flip)) in enumerate(zip(indices, augmentation)):
+    for slot, (index, (multiplier, angle, flip, _, _)) in enumerate(zip(indices, augmentation)):
         image = cv2.cvtColor(cv2.imread(str(images / f"{people.image_ids[index]:012d}.png")), cv2.COLOR_BGR2RGB)
         joints, visible = people.joints[index].copy(), people.visibility[index].copy()
         center = people.centers[index].astype(np.float64).copy()
@@ -196,6 +198,31 @@ def test_training_batch_matches_the_official_per_person_pipeline(tmp_path):
     assert weights.sum() > 0 and targets.amax() == 1.0
 
 
+def test_half_body_boxes_follow_hrnets_rule():
+    from posekit.train import half_body_boxes
+
+    rng = np.random.default_rng(0)
+    joints = rng.uniform(0, 200, (300, 17, 2))
+    visibility = (rng.random((300, 17)) < rng.uniform(0.2, 1.0, (300, 1))).astype(float)
+    prefer = rng.random(300) < 0.69
+    upper = np.arange(17) < 11  # nose ... wrists
+    centers, scales, usable = half_body_boxes(joints, visibility, upper, prefer, 0.75)
+    # HRNet's half_body_transform, person by person.
+    for n in range(300):
+        seen = visibility[n] > 0
+        ups, lows = joints[n][seen & upper], joints[n][seen & ~upper]
+        chosen = ups if prefer[n] and len(ups) > 2 else (lows if len(lows) > 2 else ups)
+        expect = seen.sum() > 8 and len(chosen) >= 2
+        assert usable[n] == expect
+        if expect:
+            chosen = chosen.astype(np.float32)
+            w, h = chosen.max(0) - chosen.min(0)
+            w, h = (w, w / 0.75) if w > 0.75 * h else (h * 0.75, h)
+            np.testing.assert_allclose(centers[n], chosen.mean(0), rtol=1e-6)
+            np.testing.assert_allclose(scales[n], np.array([w, h]) / 200 * 1.5, rtol=1e-6)
+    assert 0.2 < usable.mean() < 0.9
+
+
 def test_joints_mse_is_the_official_per_joint_loss():
     generator = torch.Generator().manual_seed(0)
     heatmaps, targets = torch.rand(3, 5, 8, 6, generator=generator), torch.rand(3, 5, 8, 6, generator=generator)
@@ -215,14 +242,23 @@ def test_augmentation_follows_the_paper_ranges(tmp_path):
     for epoch in range(200):
         people.set_epoch(epoch)
         draws += [people.augmentation(i) for i in range(len(people))]
-    scale, angle, flip = np.transpose(draws)
+    scale, angle, flip, half_body, prefer_upper = np.transpose(draws)
     # N(1, 0.3) clipped at one sigma: std 0.3 * sqrt(P(|z| > 1) + E[z^2; |z| < 1]) = 0.2155.
     assert scale.min() >= 0.7 and scale.max() <= 1.3 and scale.std() == pytest.approx(0.2155, abs=0.02)
     assert np.abs(angle).max() <= 80 and 0.55 < (angle != 0).mean() < 0.65  # rotated with probability 0.6
     assert 0.45 < flip.mean() < 0.55
+    assert half_body.sum() == 0  # off in the paper's recipe
+    assert 0.64 < prefer_upper.mean() < 0.74  # HRNet's N(0, 1) < 0.5: 69%
     # The same person and epoch always get the same draw: no hidden state to resume.
     people.set_epoch(7)
     assert np.array_equal(people.augmentation(1), draws[7 * len(people) + 1])
+    people.schedule = dataclasses.replace(SCHEDULES["paper"], half_body_probability=0.3)
+    assert 0.25 < np.mean([_draw(people, epoch)[3] for epoch in range(800)]) < 0.35
+
+
+def _draw(people: KeypointPeople, epoch: int) -> np.ndarray:
+    people.set_epoch(epoch)
+    return people.augmentation(0)
 
 
 # ---------------------------------------------------------------------------------------------
