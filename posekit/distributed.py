@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import os
 
 import numpy as np
@@ -34,7 +35,8 @@ def setup() -> tuple[int, int]:
     if world_size() <= 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # Rank 0 validates alone while the others wait at a barrier: allow a long COCO evaluation.
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=datetime.timedelta(hours=2))
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -321,6 +321,12 @@ def test_resume_continues_exactly(tmp_path, torch_threads):
         assert torch.equal(a, b), name
     losses = [[row["loss"] for row in trainer.history] for trainer in (straight, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
+    # The checkpoint also loads where any checkpoint does (its "model" entry is the state_dict).
+    from posekit.estimator import PoseEstimator
+
+    estimator = PoseEstimator(tmp_path / "b" / "out" / "last.pth", depth=18, device="cpu")
+    for (name, a), b in zip(estimator.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_finetune_from_a_checkpoint_with_another_joint_count_reinitialises_only_the_head(tmp_path, torch_threads):
