@@ -282,8 +282,9 @@ def _config(root: Path, train: tuple[Path, Path], val: tuple[Path, Path] | None 
     return TrainConfig(**{**settings, **changes})
 
 
-# Measured on this generator (seed 1 train, seed 2 validation): PCK@0.1 at initialisation is
-# ~0.05 (a joint lands near the truth by chance), after 12 epochs ~0.4 (COCO-17) / ~0.5 (5 joints).
+# Measured on this generator (seed 1 train, seed 2 validation): PCK@0.1 at initialisation 0.068
+# (COCO-17) and 0.000 (5 joints): a joint lands near the truth only by chance; after 12 epochs
+# 0.525 and 0.407, the loss from 0.0128 to 0.0071 and from 0.0120 to 0.0077.
 @pytest.mark.parametrize("keypoint_set", [None, HANDS_FEET], ids=["coco17", "hands_feet"])
 def test_a_small_model_learns_synthetic_people_on_the_cpu(tmp_path, torch_threads, keypoint_set):
     train = make_synthetic_coco(tmp_path / "train", num_images=40, people_per_image=3, image_size=(192, 144),
