@@ -354,9 +354,12 @@ def test_cli_trains_and_reports_bad_options_in_one_line(tmp_path):
                           capture_output=True, text=True, env=_env(), timeout=600)
     assert done.returncode == 0, done.stderr
     assert "trained 1 epochs" in done.stdout and (tmp_path / "out" / "last.pth").is_file()
-    for extra, message in ((["--input", "60x48"], "multiples of 32"), (["--input", "64x64", "--amp"], "CUDA"),
-                           (["--input", "64x64", "--resume", str(train[0])], "not a checkpoint")):
-        failed = subprocess.run(base + extra, capture_output=True, text=True, env=_env(), timeout=600)
+    coco = [PYTHON, "-m", "posekit", "train", "--data", "coco", "--images", str(tmp_path / "nowhere")]
+    for command, message in ((base + ["--input", "60x48"], "multiples of 32"),
+                             (base + ["--input", "64x64", "--amp"], "CUDA"),
+                             (base + ["--input", "64x64", "--resume", str(train[0])], "not a checkpoint"),
+                             (coco, "person_keypoints_train2017.json")):
+        failed = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
         assert failed.returncode == 1 and failed.stderr.startswith("posekit train: error: ") and message in failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1
 
