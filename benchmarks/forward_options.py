@@ -72,12 +72,12 @@ def main() -> None:
         "eager channels_last, inference_mode": lambda: _eager(
             copy.deepcopy(model).to(memory_format=torch.channels_last), torch.inference_mode, torch.channels_last
         ),
-        "BN folded, NCHW": lambda: inference_forward(model, "torch", channels_last=False),
-        "BN folded, channels_last": lambda: inference_forward(model, "torch", channels_last=True),
+        "BN folded, NCHW": lambda: inference_forward(model, "torch", "fp32", channels_last=False),
+        "BN folded, channels_last": lambda: inference_forward(model, "torch", "fp32", channels_last=True),
         "BN folded, channels_last, TorchScript freeze (oneDNN)": lambda: _torchscript(model, chunks[0][:1]),
-        "BN folded, channels_last, torch.compile (freezing)": lambda: inference_forward(model, "torch", compile=True),
+        "BN folded, channels_last, torch.compile (freezing)": lambda: inference_forward(model, "torch", "fp32", compile=True),
         "ONNX Runtime (CPU EP)": lambda: inference_forward(model, "onnxruntime"),
-        "bf16 autocast, BN folded, channels_last (not fp32)": lambda: inference_forward(model, "torch", amp=True),
+        "bf16 autocast, BN folded, channels_last (not fp32)": lambda: inference_forward(model, "torch", precision="bf16"),
     }
     with torch.no_grad():
         expected = model(chunks[0][:4])

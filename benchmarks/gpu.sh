@@ -10,9 +10,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 python3 -m pytest -q -p no:cacheprovider tests/test_crop.py tests/test_heatmaps.py tests/test_robustness.py \
   -k "cuda or device_this_machine_lacks" 2>&1 | tail -3
-for mode in "fp16 --amp" "fp32 --no-amp"; do
-  set -- $mode
-  flags=$([ "$2" = "--amp" ] && echo --amp)
+for precision in fp16 fp32; do
   python3 -m posekit.cli bench --device cuda --batches 200 100 --depth 50 --max-batch 200 --repeats 5 \
-    --channels-last $flags --json "$out/bench_cuda_$1.json" 2>&1 | tee "$out/bench_cuda_$1.txt"
+    --channels-last --precision "$precision" --json "$out/bench_cuda_$precision.json" 2>&1 | tee "$out/bench_cuda_$precision.txt"
 done
+python3 benchmarks/user_path.py --device cuda 2>&1 | tee "$out/user_path_cuda.txt"

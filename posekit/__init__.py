@@ -2,8 +2,8 @@
 
     >>> import posekit
     >>> estimator = posekit.PoseEstimator(detector="fasterrcnn_mobilenet_v3_large_fpn")
-    >>> people = estimator("people.jpg")          # one Person per detected person
-    >>> posekit.draw_skeleton(posekit.load_image("people.jpg"), people[0].keypoints)
+    >>> poses = estimator("people.jpg")           # boxes (N, 4), box_scores (N,), keypoints (N, 17, 3)
+    >>> posekit.draw_skeleton(posekit.load_image("people.jpg"), poses.keypoints, boxes=poses.boxes)
 
 The names below are imported on first use, so ``import posekit`` stays instant (no torch).
 """
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 # public name -> module that defines it
 _EXPORTS = {
     "PoseEstimator": "posekit.estimator",
-    "Person": "posekit.estimator",
+    "Poses": "posekit.poses",
+    "Person": "posekit.poses",
     "PersonDetector": "posekit.detect",
     "pose_resnet": "posekit.model",
     "load_image": "posekit.images",
@@ -25,7 +26,8 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from posekit.detect import PersonDetector
-    from posekit.estimator import Person, PoseEstimator
+    from posekit.estimator import PoseEstimator
+    from posekit.poses import Person, Poses
     from posekit.images import load_image
     from posekit.model import pose_resnet
     from posekit.viz import draw_skeleton

@@ -13,6 +13,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+from posekit.defaults import (
+    BACKENDS,
+    DEFAULT,
+    DEFAULT_DETECTOR,
+    DEFAULT_WEIGHTS,
+    DEMO_DETECTOR,
+    FALLBACK_WEIGHTS,
+    PRECISIONS,
+)
 from posekit.errors import PosekitError
 
 if TYPE_CHECKING:
@@ -32,7 +41,7 @@ def _run_info(args: argparse.Namespace) -> int:
     from importlib.metadata import PackageNotFoundError, version
 
     from posekit import hub, weights
-    from posekit.estimator import resolve_device
+    from posekit.device import resolve_device
 
     try:
         coco_version = version("pycocotools")
@@ -98,14 +107,36 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
 
 
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--backend, --precision and --channel-order, as PoseEstimator takes them."""
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="network runtime; auto: onnxruntime for fp32 on the CPU, torch on a GPU (default: auto)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: fp16 on CUDA, fp32 elsewhere (default: auto)")
+    parser.add_argument("--channel-order", choices=("rgb", "bgr"),
+                        help="the channel order the weights were trained on (default: what the checkpoint says)")
+
+
+def _weights_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    parser.add_argument("--weights", default=DEFAULT,
+                        help=f"registered weights name, checkpoint file or URL; {DEFAULT}: {DEFAULT_WEIGHTS}, or "
+                             f"{FALLBACK_WEIGHTS} (said on screen) when Google Drive refuses{extra} (default: %(default)s)")
+
+
+def _estimator(args: argparse.Namespace, **options: object):
+    """The PoseEstimator the command's options describe."""
+    from posekit.estimator import PoseEstimator
+
+    return PoseEstimator(args.weights, device=args.device, backend=args.backend, precision=args.precision,
+                         channel_order=args.channel_order, **options)
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="COCO val2017 keypoint AP with the paper's protocol (pycocotools)")
     parser.add_argument("--coco-root", type=Path, required=True,
                         help="folder holding val2017/, annotations/person_keypoints_val2017.json and "
                              "person_detection_results/ (what --download creates)")
-    parser.add_argument("--weights", default="pose_resnet_50_256x192",
-                        help="registered weights name, or a checkpoint file (named like a release file to get "
-                             "its input size and channel order, else fed like the default) (default: %(default)s)")
+    _weights_option(parser)
     parser.add_argument("--boxes", default="gt",
                         help="'gt' for the annotated boxes (default), 'detections' for the paper's person "
                              "detections (detector AP 56.4), or a COCO detection-results JSON file")
@@ -115,52 +146,53 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         help="heatmap decoding (default: the official quarter-pixel shift)")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images (by id)")
     parser.add_argument("--out", type=Path, help="also write the COCO-format results JSON here")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="people per network call (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="DataLoader workers that read and crop images (default: %(default)s)")
+                        help="DataLoader workers that read and decode images (default: %(default)s)")
     _add_device_option(parser)
+    _add_runtime_options(parser)
     parser.add_argument("--download", action="store_true",
                         help="first download the missing COCO parts (images ~780 MB, annotations ~240 MB)")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from posekit import coco, distributed
-    from posekit.estimator import PoseEstimator
+    from posekit import coco, cocodata, distributed
 
     if args.limit is not None and args.limit < 1:
         raise PosekitError(f"--limit {args.limit}: expected a positive number of images")
-    paths = coco.CocoPaths(args.coco_root)
+    paths = cocodata.CocoPaths(args.coco_root)
     needed = ["val2017", "annotations"] + (["detections"] if args.boxes == "detections" else [])
     if args.download:
-        coco.download_coco(args.coco_root, needed)
+        cocodata.download_coco(args.coco_root, needed)
     missing = [str(paths.path(part)) for part in paths.missing(needed)]
     if missing:
         raise PosekitError(
             f"{args.coco_root}: missing {', '.join(missing)}; run again with --download on a machine with internet "
             "(or put COCO val2017 there in that layout)"
         )
-    # The estimator resolves the weights (name or file), their input size and channel order, and the device.
+    # The estimator resolves the weights (name, file or URL), how to feed them, the device and the backend.
     # Under torchrun each process takes its own GPU and a share of the images (posekit.distributed).
-    estimator = PoseEstimator(args.weights, device=distributed.device_for_rank(args.device))
+    args.device = distributed.device_for_rank(args.device)
+    with _warnings_as_lines("eval"):
+        estimator = _estimator(args)
     boxes = paths.detections_file if args.boxes == "detections" else args.boxes
-    dataset = coco.CocoPersonDataset(
-        paths.ann_file, paths.image_dir, boxes=boxes, weights=estimator.weights, max_images=args.limit
-    )
+    dataset = coco.CocoPersonDataset(paths.ann_file, paths.image_dir, boxes=boxes, max_images=args.limit)
     if distributed.process_rank() == 0:
         print(
-            f"{estimator.weights_source}: {len(dataset)} people in {len(dataset.image_ids)} images, boxes {args.boxes}, "
-            f"flip test {'on' if args.flip else 'off'}, decode {args.decode}, device {estimator.device}",
+            f"{estimator.weights_source}: {dataset.num_people} people in {len(dataset.image_ids)} images, boxes "
+            f"{args.boxes}, flip test {'on' if args.flip else 'off'}, decode {args.decode}, device {estimator.device}, "
+            f"backend {estimator.backend} {estimator.precision}",
             file=sys.stderr,
         )
     result = distributed.evaluate(
         estimator.model, dataset, flip_test=args.flip, decode=args.decode, batch_size=args.batch_size,
-        num_workers=args.workers, device=estimator.device,
+        num_workers=args.workers, backend=estimator.backend, precision=estimator.precision,
     )
     if result is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
-    registered = Path(args.weights).name in (estimator.weights.name, estimator.weights.filename)
-    print(result.table(estimator.weights.reported_ap if registered else None))
-    if registered:
+    reported = estimator.weights.reported_ap if estimator.weights is not None else None
+    print(result.table(reported))
+    if reported:
         print(f"reported: the {estimator.weights.name} release on all of val2017, detector boxes (AP 56.4), flip test")
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.timing.items())
     print(f"time: {timing} ({result.num_people / result.timing['total']:.1f} people/s)")
@@ -173,13 +205,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="detect, estimate and draw the bundled COCO images; timed; works offline")
     parser.add_argument("--out", type=Path, default=Path("posekit_output"),
                         help="folder for demo.png (default: %(default)s)")
-    parser.add_argument("--weights", default="pose_resnet_50_256x192",
-                        help="registered weights name or checkpoint file; if the name is neither cached nor "
-                             "downloadable, an untrained network runs and says so (default: %(default)s)")
-    parser.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
+    _weights_option(parser, "; if none can be had, an untrained network runs and says so")
+    parser.add_argument("--detector", default=DEMO_DETECTOR,
                         help="person detector, or 'none' for the annotated boxes, which are also used when its "
                              "weights are unavailable (default: %(default)s, the fast one)")
     _add_device_option(parser)
+    _add_runtime_options(parser)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -187,7 +218,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     detector = None if args.detector == "none" else args.detector
     with _warnings_as_lines("demo"):
-        print(run_demo(args.out, args.weights, detector, args.device).summary())
+        result = run_demo(args.out, args.weights, detector, args.device, backend=args.backend,
+                          precision=args.precision, channel_order=args.channel_order)
+        print(result.summary())
     return 0
 
 
@@ -201,12 +234,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                              "--boxes' image list, else the input's index (default: OUT/results.json)")
     parser.add_argument("--boxes", type=Path,
                         help="person boxes instead of a detector: COCO detection results or a COCO annotation file")
-    parser.add_argument("--weights", default="pose_resnet_50_256x192",
-                        help="registered weights name or checkpoint file (default: %(default)s)")
-    parser.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2",
+    _weights_option(parser)
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR,
                         help="person detector (fasterrcnn_mobilenet_v3_large_fpn is ~8x faster on CPU), or 'none' "
                              "to take each whole image as one person (default: %(default)s)")
     _add_device_option(parser)
+    _add_runtime_options(parser)
     parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster, slightly less accurate")
 
 
@@ -218,9 +251,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from posekit.coco import rescore
     from posekit.errors import ImageReadError
-    from posekit.estimator import PoseEstimator
     from posekit.files import atomic_write
     from posekit.images import load_image
 
@@ -228,7 +259,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         paths, boxes, file_ids = _predict_inputs(args)
         names = _output_stems(paths)
         detector = None if boxes is not None or args.detector == "none" else args.detector
-        estimator = PoseEstimator(args.weights, detector=detector, device=args.device, flip_test=not args.no_flip)
+        estimator = _estimator(args, detector=detector, flip_test=not args.no_flip)
         no_boxes = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         results: list[dict] = []
         done = people = 0
@@ -241,15 +272,10 @@ def _run_predict(args: argparse.Namespace) -> int:
                 continue
             image_id = _image_id(path, index, file_ids)
             found = boxes.get(image_id, no_boxes) if boxes is not None else estimator.detect([image])[0]
-            persons = estimator.estimate(image, *found, name=str(path))
-            keypoints = np.array([p.keypoints for p in persons], np.float64).reshape(-1, 17, 3)
-            scores = rescore(keypoints, [p.box_score for p in persons])
-            results += [
-                {"image_id": image_id, "category_id": 1, "keypoints": np.round(k, 3).ravel().tolist(), "score": float(s)}
-                for k, s in zip(keypoints, scores)
-            ]
-            _save_annotated(image, keypoints, np.array([p.box for p in persons]), args.out / f"{names[index]}_pose.jpg")
-            done, people = done + 1, people + len(persons)
+            poses = estimator.estimate(image, *found, name=str(path))
+            results += poses.to_coco(image_id)
+            _save_annotated(image, poses.keypoints, poses.boxes, args.out / f"{names[index]}_pose.jpg")
+            done, people = done + 1, people + len(poses)
     if done == 0:
         raise ImageReadError(f"none of the {len(paths)} images could be read (see the warnings above)")
     json_path = args.json or args.out / "results.json"
@@ -325,7 +351,7 @@ def _save_annotated(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray,
 
     height, width = image.shape[:2]
     figure = Figure(figsize=(width / 100, height / 100))
-    draw_skeleton(image, keypoints, ax=figure.add_axes((0, 0, 1, 1)), boxes=boxes.reshape(-1, 4))
+    draw_skeleton(image, keypoints, ax=figure.add_axes((0, 0, 1, 1)), boxes=boxes)
     save_figure(figure, path, dpi=100)
 
 
@@ -353,11 +379,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", type=_height_by_width, default=(192, 256), metavar="HxW",
                         help="network input, height x width, multiples of 32 (default: 256x192)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="network runtime; auto: onnxruntime for fp32 on the CPU when installed, else torch")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                        help="flip test, a second forward on mirrored crops (default: on)")
-    parser.add_argument("--amp", action="store_true", help="autocast: bfloat16 on CPU, float16 on CUDA (torch)")
+                        help="flip test, the mirrored crops in the same forward call (default: on)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp16/bf16: torch autocast; auto: fp16 on CUDA, fp32 elsewhere (default: %(default)s)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC memory layout for the torch backend (default: on)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
@@ -384,7 +411,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     result = run_benchmark(
         batches=args.batches, depth=args.depth, input_size=args.input, device=args.device, flip=args.flip,
-        amp=args.amp, channels_last=args.channels_last, compile=args.compile, threads=args.threads,
+        precision=args.precision, channels_last=args.channels_last, compile=args.compile, threads=args.threads,
         repeats=args.repeats, max_batch=args.max_batch, backend=args.backend, memory_people=args.memory_people,
     )
     print(format_table(result))

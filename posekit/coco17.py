@@ -18,6 +18,8 @@ KEYPOINT_NAMES: tuple[str, ...] = (
     "left_ankle", "right_ankle",
 )
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+# The category id of "person" in COCO annotation, detection and result files.
+PERSON_CATEGORY_ID = 1
 
 # (left, right) joint indices swapped by a horizontal flip.
 FLIP_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))

@@ -17,15 +17,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
+from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, DEMO_DETECTOR
 from posekit.detect import PersonDetector, load_detections
 from posekit.errors import DownloadError
-from posekit.estimator import Person, PoseEstimator
+from posekit.estimator import PoseEstimator
 from posekit.images import load_image
+from posekit.poses import Poses
 from posekit.viz import draw_skeleton, save_figure
-from posekit.weights import DEFAULT_WEIGHTS, WEIGHTS
-
-# The fast detector: about 1 s per image on 2 CPU cores, against about 9 s for the default one.
-DEMO_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
+from posekit.weights import WEIGHTS
 UNTRAINED_TITLE = "UNTRAINED random weights: these keypoints are NOT a prediction"
 
 
@@ -36,7 +35,7 @@ class DemoResult:
     Attributes:
         figure: where the figure was written.
         image_names: the bundled images, in figure order.
-        people: per image, the estimated people.
+        people: per image, the estimated poses.
         pretrained: whether real pose weights were used.
         weights: which pose weights ran (name, path, or the untrained architecture).
         boxes_from: where the person boxes came from (a detector or the ground truth).
@@ -47,7 +46,7 @@ class DemoResult:
 
     figure: Path
     image_names: list[str]
-    people: list[list[Person]]
+    people: list[Poses]
     pretrained: bool
     weights: str
     boxes_from: str
@@ -80,9 +79,12 @@ class DemoResult:
 
 def run_demo(
     out_dir: str | os.PathLike = "posekit_output",
-    pose_weights: str | os.PathLike = DEFAULT_WEIGHTS,
+    pose_weights: str | os.PathLike = DEFAULT,
     detector: str | None = DEMO_DETECTOR,
     device: str = "auto",
+    backend: str = "auto",
+    precision: str = "auto",
+    channel_order: str | None = None,
 ) -> DemoResult:
     """Detect, estimate and draw the people of the bundled COCO images; write ``out_dir/demo.png``.
 
@@ -92,7 +94,7 @@ def run_demo(
             downloadable, an untrained network of the same depth runs instead (reported).
         detector: detector name, or None to use the ground-truth boxes; if its weights are
             neither cached nor downloadable, the ground-truth boxes are used (reported).
-        device: as for :class:`~posekit.estimator.PoseEstimator`.
+        device, backend, precision, channel_order: as for :class:`~posekit.estimator.PoseEstimator`.
 
     Raises:
         CheckpointError: ``pose_weights`` is a path that is not a fitting checkpoint.
@@ -100,12 +102,14 @@ def run_demo(
     notes: list[str] = []
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    options = dict(device=device, backend=backend, precision=precision, channel_order=channel_order)
     try:
-        estimator = PoseEstimator(pose_weights, device=device)
+        estimator = PoseEstimator(pose_weights, **options)
     except DownloadError as error:
         notes.append(str(error))
         # Only registered names are downloaded: the untrained stand-in gets the same depth.
-        estimator = PoseEstimator(None, device=device, depth=WEIGHTS[str(pose_weights)].depth)
+        depth = WEIGHTS[DEFAULT_WEIGHTS if str(pose_weights) == DEFAULT else str(pose_weights)].depth
+        estimator = PoseEstimator(None, depth=depth, **options)
     person_detector = None
     if detector is not None:
         try:
@@ -143,16 +147,15 @@ def run_demo(
     )
 
 
-def _draw(arrays: list[np.ndarray], people: list[list[Person]], names: list[str], estimator: PoseEstimator) -> Figure:
+def _draw(arrays: list[np.ndarray], people: list[Poses], names: list[str], estimator: PoseEstimator) -> Figure:
     """A 2-column grid, one panel per image: boxes and skeletons; the title says what the weights are."""
     rows = -(-len(arrays) // 2)
     figure = Figure(figsize=(12, 4.6 * rows), layout="constrained")
     axes = figure.subplots(rows, 2, squeeze=False).ravel()
     for ax, image, found, name in zip(axes, arrays, people, names):
-        keypoints = np.array([p.keypoints for p in found]).reshape(-1, 17, 3)
-        boxes = np.array([p.box for p in found]).reshape(-1, 4)
         # Untrained scores are all near zero: draw every joint, or the figure would show nothing.
-        draw_skeleton(image, keypoints, score_threshold=0.3 if estimator.pretrained else -np.inf, ax=ax, boxes=boxes)
+        threshold = 0.3 if estimator.pretrained else -np.inf
+        draw_skeleton(image, found.keypoints, score_threshold=threshold, ax=ax, boxes=found.boxes)
         ax.set_title(f"{name}: {len(found)} {'person' if len(found) == 1 else 'people'}")
     for unused in axes[len(arrays):]:
         unused.remove()

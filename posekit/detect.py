@@ -18,8 +18,9 @@ from torch import nn
 from torchvision.models import WeightsEnum, detection
 
 from posekit import hub
+from posekit.defaults import DEFAULT_DETECTOR
 from posekit.errors import CheckpointError, DetectionsFormatError
-from posekit.estimator import resolve_device
+from posekit.device import resolve_device
 from posekit.files import read_json
 
 # COCO category id of "person", in both the detection results files and torchvision's labels.
@@ -49,7 +50,6 @@ DETECTORS: dict[str, DetectorSpec] = {
         detection.fasterrcnn_mobilenet_v3_large_fpn, detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1
     ),
 }
-DEFAULT_DETECTOR = "fasterrcnn_resnet50_fpn_v2"
 
 
 def detector_checkpoint_path(name: str, progress: bool = True) -> Path:

@@ -82,17 +82,21 @@ def barrier() -> None:
 def shard_images(dataset, rank: int, world: int):
     """The part of a :class:`~posekit.coco.CocoPersonDataset` that process ``rank`` of ``world`` evaluates.
 
-    Images are split into ``world`` contiguous blocks by id, and every person goes with its
-    image: rescoring and OKS-NMS work per person and per image, so each shard's kept people are
-    exactly those the whole run keeps for its images, in the same order.
+    The dataset's items (images with people) are split into ``world`` contiguous blocks, and
+    every person goes with its image: rescoring and OKS-NMS work per person and per image, so
+    each shard's kept people are exactly those the whole run keeps for its images, in order.
     """
-    mine = np.array_split(dataset.image_ids, world)[rank]
+    items = np.array_split(np.arange(len(dataset)), world)[rank]
+    mine = dataset._item_image_ids[items]
     keep = np.isin(dataset.person_image_ids, mine)
     shard = copy.copy(dataset)
-    for name in ("person_image_ids", "boxes", "box_scores", "annotation_ids", "centers", "scales"):
+    for name in ("person_image_ids", "boxes", "box_scores", "annotation_ids"):
         setattr(shard, name, getattr(dataset, name)[keep])
+    shard._item_image_ids = mine
+    # Items are contiguous, so are their people: the slices shift by the first one's start.
+    offset = dataset._slices[items[0]].start if len(items) else 0
+    shard._slices = [slice(dataset._slices[i].start - offset, dataset._slices[i].stop - offset) for i in items]
     shard.image_ids = mine
-    shard._last_image = None
     return shard
 
 

@@ -1,101 +1,68 @@
-"""One object for the whole top-down pipeline: images in, people with 17 keypoints out.
+"""One object for the whole top-down pipeline: images in, per image the poses of its people out.
 
-For each image: person boxes (given, detected, or the whole image) -> one crop per person
-(:func:`~posekit.crop.crop_batch`) -> the normalisation the weights were trained with
-(:meth:`~posekit.weights.PoseWeights.preprocess`, so callers never think about BGR vs RGB) ->
-the network, in chunks of ``max_batch`` people, together with the mirrored crops for the flip
-test -> :func:`~posekit.heatmaps.flip_back` and averaging -> :func:`~posekit.heatmaps.decode`
-to image pixels. All people of an image go through each step as one batch.
+For each image: person boxes (given, detected, or the whole image) -> the top-down core
+(:func:`posekit.topdown.keypoints`: crops, normalisation as the weights were trained, the
+network with the flip test, flip-back, decoding), the same code ``posekit eval`` and
+``posekit bench`` run. The network runs on the fastest forward measured for the device
+(:func:`posekit.export.inference_forward`): ONNX Runtime in fp32 on the CPU, torch with folded
+BatchNorm, NHWC and fp16 autocast on CUDA.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from pathlib import Path
+import warnings
 from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
 
-from posekit.crop import box_to_center_scale, crop_batch
+from posekit import topdown
+from posekit.device import resolve_device
 from posekit.errors import BoxError, PosekitError
-from posekit.heatmaps import decode, flip_back
+from posekit.export import inference_forward, resolve_backend, resolve_precision
 from posekit.images import ImageSource, load_image, sanitize_boxes
 from posekit.model import pose_resnet
-from posekit.weights import DEFAULT_WEIGHTS, WEIGHTS, PoseWeights, get_weights, load_weights
+from posekit.poses import Person, Poses
+from posekit.spec import InputSpec
+from posekit.weights import DEFAULT, PoseWeights, load_model, resolve_weights
 
 if TYPE_CHECKING:
     from posekit.detect import PersonDetector
+
+__all__ = ["PoseEstimator", "Poses", "Person", "resolve_device"]
 
 # Per image: boxes (N, 4) as x, y, w, h, or (boxes, scores) as PersonDetector / load_detections give.
 BoxesLike = Union[np.ndarray, Sequence[Sequence[float]], tuple[np.ndarray, np.ndarray]]
 
 
-@dataclasses.dataclass
-class Person:
-    """One detected person.
-
-    Attributes:
-        box: COCO box x, y, w, h in image pixels, shape (4,).
-        box_score: the detector's confidence in the box (1.0 for given boxes without scores).
-        keypoints: x, y, score of the 17 COCO joints in image pixels, shape (17, 3); the score
-            is the heatmap maximum, not a probability.
-    """
-
-    box: np.ndarray
-    box_score: float
-    keypoints: np.ndarray
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first of CUDA, Apple MPS, CPU that is available; anything else as given,
-    once checked to exist here (torch's own failure comes later, deep inside, and less clearly).
-
-    Raises:
-        PosekitError: an unknown device name, or a CUDA or MPS device this torch cannot see.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise PosekitError(f"unknown device {str(device)!r}; expected auto, cpu, cuda, cuda:N or mps") from None
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if chosen.type == "cuda" and (chosen.index or 0) >= gpus:
-        build, fix = (
-            (f"built for CUDA {torch.version.cuda}", "check the GPU and its NVIDIA driver with nvidia-smi")
-            if torch.version.cuda
-            else ("a CPU-only build", "install a CUDA build of torch (pytorch.org/get-started/locally)")
-        )
-        raise PosekitError(
-            f"device {chosen} is not available: torch {torch.__version__} ({build}) sees {gpus} CUDA GPU(s) here; "
-            f"use device cpu or auto, or {fix}"
-        )
-    if chosen.type == "mps" and not _mps_available():
-        raise PosekitError("device mps is not available here (Apple silicon GPUs only); use device cpu or auto")
-    return chosen
-
-
-def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
-
 class PoseEstimator:
-    """Top-down pose estimation: person boxes in each image -> 17 COCO keypoints per person.
+    """Top-down pose estimation: person boxes in each image -> keypoints per person.
 
     Args:
-        pose_weights: a registered name (downloaded into the cache on first use), a checkpoint
-            path, or None for random weights (untrained: the output is not a prediction). A path
-            named like a registered file (e.g. ``pose_resnet_50_256x192.pth.tar``) gets that
-            entry's input size and channel order; any other path is loaded into a ResNet of
-            ``depth`` fed like the default weights (256x192, BGR).
+        pose_weights: ``"default"`` (the authors' pose_resnet_50_256x192, or mmpose's
+            equivalent with a notice when Google Drive refuses), a registered name (downloaded
+            into the cache on first use; never replaced by another), a checkpoint path or URL,
+            or None for random weights (untrained: the output is not a prediction). The
+            architecture and how to feed it come from the checkpoint: see
+            :func:`posekit.weights.resolve_weights`.
         detector: None (boxes must be given, else the whole image is one person), a detector
             name (see :data:`posekit.detect.DETECTORS`) or a :class:`~posekit.detect.PersonDetector`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ...
         flip_test: average with the heatmaps of the mirrored crop, as the paper evaluates.
         decode: heatmap decoding, ``"argmax"``, ``"quarter"`` (the paper's) or ``"dark"``.
-        max_batch: people per network call (each call also runs their mirrored crops).
-        depth: ResNet depth when ``pose_weights`` is None or an unregistered path.
+        max_batch: people per network call (each call also runs their mirrored crops); bounds
+            the memory.
+        depth: ResNet depth when ``pose_weights`` is None.
+        backend: ``"auto"`` (onnxruntime for fp32 on the CPU, else torch), ``"torch"`` or
+            ``"onnxruntime"``.
+        precision: ``"auto"`` (fp16 on CUDA, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        channel_order: ``"rgb"``/``"bgr"`` to override the order the checkpoint implies.
+
+    Attributes:
+        model: the network (``nn.Module``) on ``device``; ``model.input_spec`` says how it is fed.
+        spec: ``model.input_spec``.
+        weights: the registry entry of the weights (reported AP ...), None for other weights.
+        weights_source: what runs, in words, for messages.
 
     Raises:
         DownloadError: registered weights are not cached and cannot be downloaded.
@@ -103,35 +70,46 @@ class PoseEstimator:
 
     Example:
         >>> estimator = PoseEstimator(detector="fasterrcnn_mobilenet_v3_large_fpn")
-        >>> people = estimator("people.jpg")
-        >>> people[0].keypoints.shape
-        (17, 3)
+        >>> poses = estimator("people.jpg")
+        >>> poses.keypoints.shape
+        (N, 17, 3)
     """
 
     def __init__(
         self,
-        pose_weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
+        pose_weights: str | os.PathLike | None = DEFAULT,
         detector: str | PersonDetector | None = None,
         device: str | torch.device = "auto",
         flip_test: bool = True,
         decode: str = "quarter",
         max_batch: int = 64,
         depth: int = 50,
+        backend: str = "auto",
+        precision: str = "auto",
+        channel_order: str | None = None,
     ) -> None:
         if max_batch < 1:
             raise PosekitError(f"max_batch must be at least 1 person per network call, got {max_batch}")
         self.device = resolve_device(device)
-        registered = _registered_entry(pose_weights)
-        # Input size and normalisation: the registered entry's, else the default weights' conventions.
-        self.weights = registered or get_weights(DEFAULT_WEIGHTS)
+        self.precision = resolve_precision(precision, self.device)
+        self.backend = resolve_backend(backend, self.device, self.precision)
         self.pretrained = pose_weights is not None
-        depth = registered.depth if registered else depth
-        self.weights_source = str(pose_weights) if self.pretrained else f"random pose_resnet_{depth} (untrained)"
-        model = pose_resnet(depth=depth, style=registered.style if registered else "pytorch")
-        if pose_weights is not None:
-            load_weights(model, pose_weights)
-        # NHWC convolutions: about 1.4x the eager NCHW speed on CPU (posekit bench), same results.
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.weights: PoseWeights | None = None
+        if pose_weights is None:
+            model = pose_resnet(depth=depth)
+            if channel_order is not None:
+                model.input_spec = model.input_spec.replace(channel_order=channel_order)
+            self.weights_source = f"random pose_resnet_{depth} (untrained)"
+        else:
+            resolved = resolve_weights(pose_weights, channel_order)
+            if resolved.notice:
+                warnings.warn(resolved.notice, stacklevel=2)
+            model = load_model(resolved)
+            self.weights = resolved.entry
+            self.weights_source = (
+                f"{resolved.name} ({resolved.checkpoint.describe()}, {model.input_spec.channel_order.upper()} input)"
+            )
+        self.model = model.eval().to(self.device)
         if isinstance(detector, str):
             from posekit.detect import PersonDetector
 
@@ -140,13 +118,33 @@ class PoseEstimator:
         self.flip_test = flip_test
         self.decode = decode
         self.max_batch = max_batch
+        self._forward: tuple[tuple, topdown.Forward] | None = None
+
+    @property
+    def spec(self) -> InputSpec:
+        """How the network is fed and what its heatmaps mean (``model.input_spec``)."""
+        return self.model.input_spec
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The network on normalised crops, as the configured backend runs it.
+
+        Built on first use and again whenever ``model``'s weights have changed since (e.g. edited
+        in place), so it always computes what ``model`` computes.
+
+        Shape: (B, 3, H, W) float32 -> (B, K, H/4, W/4) float32.
+        """
+        # Every in-place edit of a tensor bumps its version counter: a cheap weights identity.
+        state = tuple((id(t), t._version) for t in self.model.state_dict(keep_vars=True).values())
+        if self._forward is None or self._forward[0] != state:
+            self._forward = (state, inference_forward(self.model, self.backend, self.precision))
+        return self._forward[1](inputs)
 
     def __call__(
         self,
         images: ImageSource | Sequence[ImageSource],
         boxes: BoxesLike | Sequence[BoxesLike] | None = None,
         channels: str = "rgb",
-    ) -> list[Person] | list[list[Person]]:
+    ) -> Poses | list[Poses]:
         """Estimate the poses of everyone in one image or a list of images.
 
         Args:
@@ -157,8 +155,8 @@ class PoseEstimator:
             channels: ``"bgr"`` for OpenCV arrays; see :func:`~posekit.images.load_image`.
 
         Returns:
-            For a single image its list of :class:`Person`; for a list, one such list per image.
-            An image with nobody in it gives an empty list.
+            For a single image its :class:`~posekit.poses.Poses`; for a list, one per image.
+            An image with nobody in it gives an empty one (N = 0).
         """
         single = isinstance(images, (str, os.PathLike, np.ndarray)) or not isinstance(images, Sequence)
         batch = [images] if single else list(images)
@@ -170,8 +168,8 @@ class PoseEstimator:
         else:
             per_image = self.detect(arrays)
         names = [_image_name(image, None if single else index) for index, image in enumerate(batch)]
-        people = [self.estimate(a, *_boxes_and_scores(b), name=n) for a, b, n in zip(arrays, per_image, names)]
-        return people[0] if single else people
+        poses = [self.estimate(a, *_boxes_and_scores(b), name=n) for a, b, n in zip(arrays, per_image, names)]
+        return poses[0] if single else poses
 
     def detect(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Person boxes per image: the detector's, or without a detector the whole image as one person.
@@ -190,8 +188,8 @@ class PoseEstimator:
         box_scores: np.ndarray | None = None,
         channels: str = "rgb",
         name: str | None = None,
-    ) -> list[Person]:
-        """Keypoints of the people in the given boxes of one image.
+    ) -> Poses:
+        """The poses of the people in the given boxes of one image.
 
         Boxes that are not finite, have no area or lie outside the image are skipped with one
         warning (see :func:`~posekit.images.sanitize_boxes`); the others are clipped to the image.
@@ -204,7 +202,7 @@ class PoseEstimator:
             name: how warnings refer to the image (default: its file name, else "image").
 
         Returns:
-            One :class:`Person` per kept box, in box order.
+            :class:`~posekit.poses.Poses` of the kept boxes, in box order.
         """
         rgb = load_image(image, channels)
         name = name or _image_name(image, None)
@@ -212,23 +210,19 @@ class PoseEstimator:
         scores = np.ones(len(keep), np.float32) if box_scores is None else np.asarray(box_scores, np.float32).reshape(-1)
         if len(scores) != len(keep):
             raise BoxError(f"{name}: {len(keep)} boxes but {len(scores)} box scores")
-        keypoints = self.keypoints(rgb, boxes)
-        return [Person(box, float(score), points) for box, score, points in zip(boxes, scores[keep], keypoints)]
+        return Poses(np.asarray(boxes, np.float32).reshape(-1, 4), scores[keep], self.keypoints(rgb, boxes))
 
-    @torch.inference_mode()
     def keypoints(self, rgb: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
-        """The batched core: keypoints of valid boxes in one RGB image.
+        """The batched core: keypoints of valid boxes in one RGB image (:func:`posekit.topdown.keypoints`).
 
         Shape: rgb (H, W, 3) uint8, boxes_xywh (N, 4) finite with positive w, h ->
-        (N, 17, 3) float32 x, y, score in image pixels.
+        (N, K, 3) float32 x, y, score in image pixels.
         """
-        if len(boxes_xywh) == 0:
-            return np.zeros((0, 17, 3), np.float32)
-        centers, scales, _, heatmaps = self._crops_and_heatmaps(rgb, boxes_xywh)
-        coords, scores = decode(heatmaps, centers, scales, method=self.decode)
-        return torch.cat([coords, scores[..., None]], dim=2).float().cpu().numpy()
+        points, _, _ = topdown.keypoints(
+            self.forward, self.spec, rgb, boxes_xywh, self.flip_test, self.decode, self.max_batch, self.device
+        )
+        return points
 
-    @torch.inference_mode()
     def estimate_heatmaps(
         self, image: ImageSource, boxes_xywh: np.ndarray, channels: str = "rgb"
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -236,46 +230,14 @@ class PoseEstimator:
 
         Bad boxes are skipped with a warning, as in :meth:`estimate`.
 
-        Shape: boxes_xywh (M, 4) -> crops (M, H, W, 3) uint8 RGB at the weights' input size, and
-        heatmaps (M, 17, H/4, W/4) float32 (averaged with the flipped crop's when flip testing).
+        Shape: boxes_xywh (M, 4) -> crops (M, H, W, 3) uint8 RGB at the input size, and
+        heatmaps (M, K, H/4, W/4) float32 (averaged with the flipped crop's when flip testing).
         """
         rgb = load_image(image, channels)
         boxes, _ = sanitize_boxes(boxes_xywh, (rgb.shape[1], rgb.shape[0]), _image_name(image, None))
-        width, height = self.weights.input_size
-        if len(boxes) == 0:
-            return np.zeros((0, height, width, 3), np.uint8), np.zeros((0, 17, height // 4, width // 4), np.float32)
-        _, _, crops, heatmaps = self._crops_and_heatmaps(rgb, boxes)
-        return crops.permute(0, 2, 3, 1).byte().cpu().numpy(), heatmaps.float().cpu().numpy()
-
-    def _crops_and_heatmaps(
-        self, rgb: np.ndarray, boxes_xywh: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
-        """centers (N, 2), scales (N, 2), RGB crops (N, 3, H, W) 0..255 and heatmaps (N, 17, h, w)."""
-        centers, scales = box_to_center_scale(boxes_xywh, aspect_ratio=self.weights.aspect_ratio)
-        pixels = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)
-        crops = crop_batch(pixels, centers, scales, output_size=self.weights.input_size)
-        inputs = self.weights.preprocess(crops)
-        heatmaps = torch.cat([self._heatmaps(chunk) for chunk in inputs.split(self.max_batch)])
-        return centers, scales, crops, heatmaps
-
-    def _heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Network heatmaps of normalised crops, averaged with the un-flipped mirror when flip testing."""
-        # Crops and their mirrors in one call: twice the batch, half the calls.
-        batch = torch.cat([inputs, inputs.flip(3)]) if self.flip_test else inputs
-        heatmaps = self.model(batch.contiguous(memory_format=torch.channels_last))
-        if not self.flip_test:
-            return heatmaps
-        heatmaps, mirrored = heatmaps.chunk(2)
-        return (heatmaps + flip_back(mirrored)) * 0.5
-
-
-def _registered_entry(pose_weights: str | os.PathLike | None) -> PoseWeights | None:
-    """The registry entry ``pose_weights`` names, by name or by its file name; None if there is none."""
-    if pose_weights is None:
-        return None
-    if str(pose_weights) in WEIGHTS:
-        return WEIGHTS[str(pose_weights)]
-    return next((w for w in WEIGHTS.values() if w.filename == Path(pose_weights).name), None)
+        return topdown.crops_and_heatmaps(
+            self.forward, self.spec, rgb, boxes, self.flip_test, self.max_batch, self.device
+        )
 
 
 def _boxes_and_scores(boxes: BoxesLike) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,12 +1,14 @@
-"""Faster inference forwards for a pose network: BatchNorm folding and ONNX Runtime.
+"""Fast inference forwards for a pose network: BatchNorm folding, reduced precision, ONNX Runtime.
 
-Every forward built here keeps the network's contract, ``(N, 3, H, W) float32 -> (N, K, H/4, W/4)``,
-so the rest of the pipeline (crop, normalise, flip-back, decode) does not care which one runs.
-Only torch is imported at module level; onnx and onnxruntime are optional and imported when used.
+Every forward built here keeps the network's contract, ``(N, 3, H, W) float32 -> (N, K, H/4, W/4)``
+float32, so the top-down core (:mod:`posekit.topdown`) does not care which one runs. The ONNX
+export happens once per weights and input size: kept in memory for this process and on disk in
+posekit's cache (``<cache>/onnx/<key>.onnx``) for the next ones.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import os
 import warnings
@@ -17,12 +19,17 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from posekit import hub
+from posekit.defaults import BACKENDS, PRECISIONS
 from posekit.errors import PosekitError
 from posekit.files import atomic_write
+from posekit.spec import DEFAULT_INPUT_SIZE
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+ONNX_OPSET = 17
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def fold_batchnorm(model: nn.Module) -> torch.fx.GraphModule:
@@ -62,8 +69,8 @@ def fold_batchnorm(model: nn.Module) -> torch.fx.GraphModule:
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
-    input_size: tuple[int, int] = (192, 256),
-    opset: int = 17,
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    opset: int = ONNX_OPSET,
 ) -> Path:
     """Write ``model`` as an ONNX graph with a dynamic batch dimension; returns the path.
 
@@ -124,13 +131,55 @@ class OnnxRuntimeForward:
         return torch.from_numpy(heatmaps).to(images.device)
 
 
-def onnxruntime_forward(model: nn.Module, input_size: tuple[int, int] = (192, 256)) -> OnnxRuntimeForward:
-    """Export ``model`` to ONNX in memory and open it with onnxruntime on the CPU.
+# (export key, torch threads) -> session: one export and one session per weights in a process.
+_SESSIONS: dict[tuple[str, int], OnnxRuntimeForward] = {}
+
+
+def export_key(model: nn.Module, input_size: tuple[int, int], opset: int = ONNX_OPSET) -> str:
+    """What an ONNX export depends on, hashed: the weights' bytes, the architecture, the input
+    size, the opset and the torch version that exports. 24 hex digits."""
+    digest = hashlib.sha256(f"{model!r}|{tuple(input_size)}|{opset}|{torch.__version__}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:24]
+
+
+def cached_onnx_forward(model: nn.Module, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> OnnxRuntimeForward:
+    """``model`` in ONNX Runtime, exported once per weights and input size.
+
+    The export is looked up in this process, then in ``<cache>/onnx/<key>.onnx`` (key:
+    :func:`export_key`); only when neither has it is the model exported and the file written
+    (atomically, so a concurrent process never reads half of it). A cached file that
+    onnxruntime cannot open is exported again and replaced; a cache that cannot be written
+    (read-only) only costs the next process the export.
 
     Shape: the returned callable maps (N, 3, H, W) -> (N, K, H/4, W/4) with ``input_size = (W, H)``.
     """
     _import_onnxruntime()  # fail before the export, with the install hint
-    return OnnxRuntimeForward(_onnx_bytes(model, input_size, opset=17))
+    key = export_key(model, input_size)
+    session_key = (key, torch.get_num_threads())
+    if session_key not in _SESSIONS:
+        path = hub.cache_dir() / "onnx" / f"{key}.onnx"
+        forward = _open_session(path) if path.is_file() else None
+        if forward is None:
+            data = _onnx_bytes(model, input_size, ONNX_OPSET)
+            try:
+                with atomic_write(path) as file:
+                    file.write(data)
+            except (OSError, PosekitError):  # atomic_write reports an unwritable folder as PosekitError
+                pass  # a read-only cache: this process still has the export in memory
+            forward = OnnxRuntimeForward(data)
+        _SESSIONS[session_key] = forward
+    return _SESSIONS[session_key]
+
+
+def _open_session(path: Path) -> OnnxRuntimeForward | None:
+    """A session on a cached export, or None when the file is unreadable or not a valid model."""
+    try:
+        return OnnxRuntimeForward(path)
+    except Exception:  # onnxruntime reports a damaged file with its own exception types
+        return None
 
 
 def _import_onnxruntime():
@@ -143,54 +192,72 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """The precision ``"auto"`` stands for: fp16 on CUDA (tensor cores), fp32 elsewhere; other
+    names are checked and returned."""
+    if precision not in PRECISIONS:
+        raise PosekitError(f"precision {precision!r} is unknown; expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    return "fp16" if torch.device(device).type == "cuda" else "fp32"
 
 
-def resolve_backend(backend: str, device: torch.device | str = "cpu", amp: bool = False, compile: bool = False) -> str:
-    """The backend ``"auto"`` stands for: onnxruntime for plain fp32 on the CPU when it is installed
+def resolve_backend(
+    backend: str, device: torch.device | str = "cpu", precision: str = "fp32", compile: bool = False
+) -> str:
+    """The backend ``"auto"`` stands for: onnxruntime for fp32 on the CPU when it is installed
     (the fastest forward measured there), torch otherwise; other names are checked and returned."""
     if backend not in BACKENDS:
         raise PosekitError(f"backend {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    cpu_fp32 = torch.device(device).type == "cpu" and not amp and not compile
+    cpu_fp32 = torch.device(device).type == "cpu" and resolve_precision(precision, device) == "fp32" and not compile
     return "onnxruntime" if cpu_fp32 and _has_onnxruntime() else "torch"
 
 
 def inference_forward(
     model: nn.Module,
     backend: str = "auto",
+    precision: str = "auto",
     channels_last: bool = True,
     compile: bool = False,
-    amp: bool = False,
-    input_size: tuple[int, int] = (192, 256),
+    input_size: tuple[int, int] | None = None,
 ) -> Forward:
     """The network as a fast inference-only callable on the model's device.
 
     ``"torch"``: BatchNorm folded (:func:`fold_batchnorm`), ``inference_mode``, optionally NHWC
-    (``channels_last``), ``torch.compile`` (with weight freezing) and autocast (``amp``: bfloat16
-    on CPU, float16 on CUDA; the output is float32 either way). ``"onnxruntime"``: see
-    :func:`onnxruntime_forward` (CPU, fp32; ``channels_last``/``compile``/``amp`` do not apply).
-    ``"auto"``: see :func:`resolve_backend`. ``model`` itself is not modified.
+    (``channels_last``), ``torch.compile`` (with weight freezing) and autocast to ``precision``
+    ``"fp16"``/``"bf16"`` (the output is float32 either way). ``"onnxruntime"``: see
+    :func:`cached_onnx_forward` (CPU, fp32; ``channels_last``/``compile`` do not apply).
+    ``"auto"``: see :func:`resolve_backend` and :func:`resolve_precision`. ``model`` itself is
+    not modified.
 
-    Shape: (N, 3, H, W) float32 -> (N, K, H/4, W/4) float32, ``input_size = (W, H)``.
+    Shape: (N, 3, H, W) float32 -> (N, K, H/4, W/4) float32, ``input_size = (W, H)`` (default:
+    the model's ``input_spec``, else 192x256).
     """
     device = next(model.parameters()).device
-    backend = resolve_backend(backend, device, amp, compile)
+    precision = resolve_precision(precision, device)
+    backend = resolve_backend(backend, device, precision, compile)
+    spec = getattr(model, "input_spec", None)
+    input_size = tuple(input_size or (spec.input_size if spec is not None else DEFAULT_INPUT_SIZE))
     if backend == "onnxruntime":
-        if amp or compile or device.type != "cpu":
-            raise PosekitError("the onnxruntime backend runs fp32 on the CPU only: drop amp/compile or use backend torch")
-        return onnxruntime_forward(model, input_size)
+        if precision != "fp32" or compile or device.type != "cpu":
+            raise PosekitError(
+                f"the onnxruntime backend runs fp32 on the CPU only (asked: {precision}"
+                f"{', compile' if compile else ''} on {device}): use backend torch for that"
+            )
+        return cached_onnx_forward(model, input_size)
     network = fold_batchnorm(model)
     if channels_last:
         network = network.to(memory_format=torch.channels_last)
     if compile:
         network = torch.compile(network, options={"freezing": True})
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    autocast_dtype = _AUTOCAST_DTYPES.get(precision)
 
     def forward(images: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device.type, autocast_dtype, enabled=amp):
+        with torch.inference_mode(), torch.autocast(device.type, autocast_dtype or torch.float32,
+                                                    enabled=autocast_dtype is not None):
             return network(images.contiguous(memory_format=layout)).float()
 
     return forward

@@ -76,6 +76,9 @@ def _fetch_once(
     dest: Path, sha256: str | None, fetch: Callable[[Path], None], what: str, source: str, hint: str | None
 ) -> Path:
     """Return ``dest`` if cached and intact, else ``fetch`` into ``dest.part``, verify, rename."""
+    # An intact cached file needs no lock: a read-only cache keeps working.
+    if dest.is_file() and (sha256 is None or _sha256_matches(dest, sha256)):
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(dest):
         # Another process may have finished the download while we waited for the lock.

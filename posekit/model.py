@@ -7,14 +7,11 @@ renaming. The residual blocks are torchvision's.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-if TYPE_CHECKING:
-    from pathlib import Path
+from posekit.spec import InputSpec, joints_spec
 
 DECONV_CHANNELS = 256
 NUM_DECONV_LAYERS = 3
@@ -96,6 +93,11 @@ class PoseResNet(nn.Module):
         blocks_per_stage: number of blocks in layer1..layer4.
         num_joints: number of heatmaps.
 
+    Attributes:
+        input_spec: how to feed it and read its heatmaps (:class:`~posekit.spec.InputSpec`);
+            the default weights' conventions until weights are loaded
+            (:func:`posekit.weights.load_weights` sets the checkpoint's).
+
     Shape:
         input (N, 3, H, W) normalised image crops -> heatmaps (N, num_joints, H/4, W/4)
         (H and W multiples of 32).
@@ -116,6 +118,7 @@ class PoseResNet(nn.Module):
         self.layer4 = _make_stage(block, 256 * expansion, 512, blocks_per_stage[3], stride=2)
         self.deconv_layers = _make_deconv_layers(512 * expansion)
         self.final_layer = nn.Conv2d(DECONV_CHANNELS, num_joints, kernel_size=1)
+        self.input_spec: InputSpec = joints_spec(num_joints)
         self._init_head()
 
     def _init_head(self) -> None:
@@ -137,21 +140,17 @@ class PoseResNet(nn.Module):
         return self.final_layer(self.deconv_layers(x))
 
 
-def pose_resnet(
-    depth: int = 50,
-    num_joints: int = 17,
-    style: str = "pytorch",
-    weights: str | Path | None = None,
-) -> PoseResNet:
-    """Build a SimpleBaseline PoseResNet, optionally loading weights.
+def pose_resnet(depth: int = 50, num_joints: int = 17, style: str = "pytorch") -> PoseResNet:
+    """Build a SimpleBaseline PoseResNet with random weights.
+
+    Pretrained ones: :func:`posekit.weights.load_model` (architecture from the checkpoint) or
+    :func:`posekit.weights.load_weights` (into this model).
 
     Args:
         depth: 18, 34, 50, 101 or 152.
         num_joints: number of output heatmaps (17 for COCO).
         style: "pytorch" (stride on each bottleneck's 3x3 conv) or "caffe" (stride on its
             first 1x1 conv; depth 50/101/152 only).
-        weights: None for random weights, else a registry name (see ``posekit weights list``),
-            a checkpoint path or an http(s) URL, loaded with :func:`posekit.weights.load_weights`.
 
     Returns:
         The model in training mode (call ``.eval()`` for inference), on the CPU.
@@ -165,10 +164,4 @@ def pose_resnet(
         block = CaffeBottleneck
     elif style != "pytorch":
         raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
-    model = PoseResNet(block, blocks_per_stage, num_joints)
-    if weights is not None:
-        # Imported here because posekit.weights reads RESNET_STAGES from this module.
-        from posekit.weights import load_weights
-
-        load_weights(model, weights)
-    return model
+    return PoseResNet(block, blocks_per_stage, num_joints)

@@ -47,15 +47,8 @@ from posekit.heatmaps import decode, encode, flip_back
 from posekit.images import load_image
 from posekit.keypoints import COCO17, KeypointSet
 from posekit.model import pose_resnet
-from posekit.weights import (
-    DEFAULT_WEIGHTS,
-    WEIGHTS,
-    PoseWeights,
-    download_weights,
-    get_weights,
-    load_checkpoint,
-    preprocess_crops,
-)
+from posekit.spec import InputSpec, preprocess_crops
+from posekit.weights import SPEC_KEY, WEIGHTS, resolve_weights
 
 # PCK threshold as a fraction of the person box's longer side.
 PCK_THRESHOLD = 0.1
@@ -121,12 +114,10 @@ class ModelSpec:
         """(width, height) of the heatmaps: a quarter of the input."""
         return self.input_size[0] // 4, self.input_size[1] // 4
 
-    def pose_weights(self, name: str = "trained") -> PoseWeights:
-        """These conventions as a :class:`~posekit.weights.PoseWeights` (for ``CocoPersonDataset``)."""
-        return dataclasses.replace(
-            get_weights(DEFAULT_WEIGHTS), name=name, depth=self.depth, input_size=tuple(self.input_size),
-            channel_order=self.channel_order, reported_ap={}, source="posekit train",
-        )
+    def input_spec(self) -> InputSpec:
+        """How to feed the model and read its heatmaps, as inference reads it from ``model.input_spec``."""
+        return InputSpec(input_size=tuple(self.input_size), channel_order=self.channel_order,
+                         keypoint_names=self.keypoint_set.names, flip_pairs=self.keypoint_set.flip_pairs)
 
     def to_dict(self) -> dict:
         """Plain types for a ``weights_only`` checkpoint."""
@@ -423,16 +414,12 @@ def build_model(depth: int, keypoint_set: KeypointSet, init: str) -> tuple[nn.Mo
 
 
 def _pose_state(init: str) -> tuple[dict[str, torch.Tensor], str]:
-    """(state_dict, channel order) of registered or local pose weights."""
-    if init in WEIGHTS:
-        return load_checkpoint(download_weights(init), trusted=True), WEIGHTS[init].channel_order
-    if not Path(init).is_file():
-        raise CheckpointError(f"--init {init!r} is neither imagenet, none, a registered name ({', '.join(WEIGHTS)}) nor a file")
-    checkpoint = _read_training_checkpoint(Path(init))
-    if checkpoint is not None:
-        return checkpoint["model"], checkpoint["spec"]["channel_order"]
-    # Files of unknown origin are fed like the authors' release, as PoseEstimator does.
-    return load_checkpoint(init), get_weights(DEFAULT_WEIGHTS).channel_order
+    """(state_dict, channel order) of registered or local pose weights (see :func:`posekit.weights.resolve_weights`)."""
+    if init not in WEIGHTS and not init.startswith(("http://", "https://")) and not Path(init).is_file():
+        raise CheckpointError(f"--init {init!r} is neither imagenet, none, a registered name ({', '.join(WEIGHTS)}), "
+                              "a URL nor a file")
+    resolved = resolve_weights(init)
+    return resolved.checkpoint.state_dict, resolved.spec.channel_order
 
 
 def _read_training_checkpoint(path: Path) -> dict | None:
@@ -455,7 +442,8 @@ def load_trained(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
         raise CheckpointError(f"{path} is not a checkpoint written by posekit train (expected last.pth or best.pth)")
     spec = ModelSpec.from_dict(checkpoint["spec"])
     model = pose_resnet(depth=spec.depth, num_joints=spec.keypoint_set.num_keypoints)
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.input_spec = spec.input_spec()
     return model.eval(), spec
 
 
@@ -506,7 +494,7 @@ def validate(model: nn.Module, people: KeypointPeople, spec: ModelSpec, ann_file
     if spec.keypoint_set.names == COCO17.names:
         from posekit.coco import CocoPersonDataset, evaluate
 
-        dataset = CocoPersonDataset(ann_file, people.image_dir, image_size=spec.input_size, weights=spec.pose_weights())
+        dataset = CocoPersonDataset(ann_file, people.image_dir)  # fed as model.input_spec says
         metrics["ap"] = evaluate(model, dataset, batch_size=batch_size, progress=False).stats["AP"]
     return metrics
 
@@ -586,7 +574,7 @@ class Trainer:
         if checkpoint is not None:
             self.spec = ModelSpec.from_dict(checkpoint["spec"])
             model = pose_resnet(self.spec.depth, num_joints=self.spec.keypoint_set.num_keypoints)
-            model.load_state_dict(checkpoint["model"])
+            model.load_state_dict(checkpoint["state_dict"])
         else:
             model, channel_order = build_model(config.depth, self.train_people.keypoint_set, config.init)
             self.spec = ModelSpec(config.depth, tuple(config.input_size), channel_order,
@@ -595,6 +583,7 @@ class Trainer:
             raise PosekitError(f"{config.ann_file} has {self.train_people.keypoint_set.num_keypoints} joints; "
                                f"the checkpoint's model has {self.spec.keypoint_set.num_keypoints}")
         self.train_people.keypoint_set = self.spec.keypoint_set
+        model.input_spec = self.spec.input_spec()
         if config.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
@@ -687,8 +676,10 @@ class Trainer:
         self.best = max(self.best, metric) if metric is not None else self.best
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
-            # SyncBatchNorm keeps BatchNorm's keys: the state loads into a plain PoseResNet.
-            "model": self.model.state_dict(),
+            # posekit's checkpoint layout (weights.save_checkpoint), so PoseEstimator(path) feeds the
+            # model right; SyncBatchNorm keeps BatchNorm's keys: the state loads into a plain PoseResNet.
+            "state_dict": self.model.state_dict(),
+            SPEC_KEY: dataclasses.asdict(self.spec.input_spec()),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),

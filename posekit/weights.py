@@ -10,32 +10,60 @@ Two families are registered, all COCO-17 and PyTorch-style ResNets:
 
 ``reported_ap`` holds what each release reports on COCO val2017 with the person detector of
 human AP 56.4 and flip test (the official README table; mmpose's resnet_coco.md model zoo).
+
+How a checkpoint is fed (``model.input_spec``) is decided, first match wins, by: the caller's
+``channel_order=``; a registry entry, by name or by release file name; the input spec posekit
+saves with its own checkpoints (:func:`save_checkpoint`); the key layout: mmpose keys
+(``backbone.`` + ``keypoint_head.``/``head.``) were trained on RGB, the official layout, as a
+bare state_dict (the releases) or in the official trainer's container (with ``perf``), on BGR.
+The order **cannot be known** for the official layout in any other container (another
+trainer's ``{"model": ...}``, ``{"state_dict": ...}`` without ``perf``, EMA weights): BGR is
+assumed and one warning says how to state it.
+
+Loading is safe by default: every file goes through ``torch.load(weights_only=True)`` (tensors,
+containers, numpy scalars and arrays only), after a check of the sizes it declares (a small file
+declaring huge storages is refused before anything is allocated). Full unpickling, which can
+run arbitrary code, happens only for a file whose full sha256 matched a registry entry's: trust
+comes from a verified hash, never from a name, a URL or a place in the cache.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
+import pickletools
 import re
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
+import numpy as np
 import torch
 from torch import nn
 
 from posekit import hub
-from posekit.errors import CheckpointError
-from posekit.model import RESNET_STAGES
+from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS
+from posekit.errors import CheckpointError, DownloadError
+from posekit.files import atomic_write
+from posekit.model import RESNET_STAGES, PoseResNet, pose_resnet
+from posekit.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec, joints_spec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_GDRIVE_FOLDER = "13_wJ6nC7my1KKouMkQMqyr9r1ZnLnukP"
 MMPOSE_URL = "https://download.openmmlab.com/mmpose/top_down/resnet/{}"
 # Keys of the containers training scripts wrap a state_dict in, most preferred first.
 CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema")
 # mmpose's top-down model = backbone + head (0.x calls it keypoint_head, 1.x head).
 MMPOSE_PREFIXES = ("backbone.", "keypoint_head.", "head.")
+# The official trainer saves {"epoch", "model" (its name), "state_dict", "perf", "optimizer"}.
+OFFICIAL_TRAINER_KEYS = ("state_dict", "perf")
+# Where posekit's own checkpoints keep their InputSpec (see save_checkpoint).
+SPEC_KEY = "input_spec"
+# Storage a checkpoint may declare: 16x the fp32 weights of the largest architecture
+# (pose_resnet_152, 68.6 M parameters) leaves room for optimizer state and EMA copies.
+MAX_DECLARED_BYTES = 16 * 4 * 68_600_000
+# The pickle that describes the tensors: tens of kB for a pose network, optimizer state included.
+MAX_PICKLE_BYTES = 64 * 2**20
 MAX_LISTED_KEYS = 5
 _BLOCK_KEY = re.compile(r"layer(\d)\.(\d+)\.")  # layer<stage>.<block index>.
 
@@ -46,8 +74,10 @@ class PoseWeights:
 
     ``input_size`` and sizes derived from it are (width, height) as in the official code.
     ``mean``/``std`` are in ImageNet RGB order and applied to channels in ``channel_order``
-    (see :func:`preprocess_crops`). Exactly one of ``url`` and ``gdrive_path`` (inside
-    ``gdrive_folder``) says where to get the file. ``sha256`` may be a prefix of the digest.
+    (see :func:`~posekit.spec.preprocess_crops`). Exactly one of ``url`` and ``gdrive_path``
+    (inside ``gdrive_folder``) says where to get the file. ``sha256`` may be a prefix of the
+    digest: it then checks downloads for corruption, but only a full digest makes the file
+    trusted for full unpickling.
     """
 
     name: str
@@ -67,49 +97,9 @@ class PoseWeights:
     std: tuple[float, float, float] = IMAGENET_STD
 
     @property
-    def heatmap_size(self) -> tuple[int, int]:
-        """(width, height) of the network's output: a quarter of the input."""
-        return self.input_size[0] // 4, self.input_size[1] // 4
-
-    @property
-    def aspect_ratio(self) -> float:
-        """Crop width / height (0.75 for 192x256 and 288x384)."""
-        return self.input_size[0] / self.input_size[1]
-
-    def preprocess(self, crops: torch.Tensor) -> torch.Tensor:
-        """Normalise RGB crops for these weights. Shape: (N, 3, H, W) 0..255 RGB -> (N, 3, H, W)."""
-        return preprocess_crops(crops, self.channel_order, self.mean, self.std)
-
-
-def preprocess_crops(
-    crops: torch.Tensor,
-    channel_order: str,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """Turn RGB crops into the normalised input a checkpoint was trained on.
-
-    For ``channel_order="bgr"`` the channels are reversed first and ``mean``/``std`` are then
-    applied position by position (B gets mean[0]): this reproduces the official pipeline,
-    ``cv2.imread`` (BGR) -> ``ToTensor`` -> ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``.
-
-    Args:
-        crops: float tensor (N, 3, H, W), values 0..255, RGB.
-        channel_order: "rgb" or "bgr", the order the network expects.
-        mean, std: per-channel statistics on the 0..1 scale.
-
-    Returns:
-        Tensor (N, 3, H, W) of the crops' dtype and device.
-    """
-    if crops.ndim != 4 or crops.shape[1] != 3 or not crops.is_floating_point():
-        raise ValueError(f"crops must be a float tensor (N, 3, H, W), got {crops.dtype} {tuple(crops.shape)}")
-    if channel_order not in ("rgb", "bgr"):
-        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    if channel_order == "bgr":
-        crops = crops.flip(1)
-    mean_t = torch.tensor(mean, dtype=crops.dtype, device=crops.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=crops.dtype, device=crops.device).view(1, 3, 1, 1)
-    return (crops / 255 - mean_t) / std_t
+    def spec(self) -> InputSpec:
+        """How to feed these weights (COCO-17 joints): input size, channel order, mean/std."""
+        return InputSpec(self.input_size, self.channel_order, self.mean, self.std)
 
 
 def _size_name(input_size: tuple[int, int]) -> str:
@@ -156,7 +146,6 @@ WEIGHTS: dict[str, PoseWeights] = {
         _mmpose(152, _LARGE, "res152_coco_384x288-3860d4c9_20200709.pth", (0.750, 0.908, 0.821, 0.800, 0.942)),
     )
 }
-DEFAULT_WEIGHTS = "pose_resnet_50_256x192"
 
 
 def get_weights(name: str) -> PoseWeights:
@@ -189,13 +178,90 @@ def download_weights(name: str, progress: bool = True) -> Path:
     )
 
 
+def _numpy_globals() -> list:
+    """What numpy metadata in training checkpoints pickles to: scalars, dtypes, plain arrays.
+    Rebuilding them runs no code of the file's choosing, so the safe loader may accept them."""
+    dtype_classes = {type(np.dtype(code)) for code in "?bhilqBHILQefdgFDGUS"}
+    return [np._core.multiarray.scalar, np._core.multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
+
+
+def check_declared_sizes(path: str | os.PathLike, limit: int = MAX_DECLARED_BYTES) -> None:
+    """Refuse a checkpoint that declares more storage than ``limit`` bytes, before loading it.
+
+    Reads only what the file says about itself: a zip checkpoint's member sizes from its
+    directory, and for every storage its pickle declares (both formats) its element count
+    (counted at 8 bytes each, the widest dtype). A 1 kB file that claims terabytes is refused
+    in milliseconds instead of being allocated.
+
+    Raises:
+        CheckpointError: the declared sizes exceed ``limit``.
+    """
+    path = Path(path)
+    try:
+        declared, index = _declared_sizes(path, limit)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, IndexError, KeyError):
+        return  # not a checkpoint torch can read either: torch.load reports it
+    size = f"a {path.stat().st_size / 2**20:.1f} MiB file"
+    if index > MAX_PICKLE_BYTES:
+        raise CheckpointError(
+            f"{path} declares a {index / 2**20:.0f} MiB tensor index (data.pkl) in {size}, more than any pose "
+            f"network needs (limit {MAX_PICKLE_BYTES / 2**20:.0f} MiB): refused unread as corrupt or malicious"
+        )
+    if declared > limit:
+        raise CheckpointError(
+            f"{path} declares {declared / 2**30:.1f} GiB of tensors in {size}, more than any pose network "
+            f"needs (limit {limit / 2**30:.1f} GiB): refused unread as corrupt or malicious"
+        )
+
+
+def _declared_sizes(path: Path, limit: int) -> tuple[int, int]:
+    """(bytes of tensor storage, bytes of the zip format's data.pkl) that ``path`` declares."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            # The legacy format: magic number, protocol, system info, then the object's pickle.
+            return _declared_storage_bytes(file, pickles=4), 0
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        declared = sum(member.file_size for member in members)
+        pickles = [m for m in members if m.filename.endswith("data.pkl")]
+        if not pickles or declared > limit or pickles[0].file_size > MAX_PICKLE_BYTES:
+            return declared, pickles[0].file_size if pickles else 0
+        with archive.open(pickles[0]) as pickled:
+            return max(declared, _declared_storage_bytes(pickled, pickles=1)), pickles[0].file_size
+
+
+def _declared_storage_bytes(stream: BinaryIO, pickles: int) -> int:
+    """Upper bound on the storage bytes the ``pickles``-th pickle in ``stream`` declares.
+
+    A persistent id ``("storage", type, key, location, numel, ...)`` is pushed just before each
+    BINPERSID; the largest integer pushed since the previous one bounds its ``numel``.
+    """
+    for _ in range(pickles - 1):
+        for _ in pickletools.genops(stream):
+            pass
+    total = largest = 0
+    for opcode, argument, _ in pickletools.genops(stream):
+        if isinstance(argument, int) and not isinstance(argument, bool):
+            largest = max(largest, argument)
+        elif opcode.name == "BINPERSID":
+            total, largest = total + 8 * largest, 0
+    return total
+
+
 def _torch_load(path: Path, trusted: bool) -> object:
-    # The tensor-only loader first; a file we downloaded and verified ourselves may also carry
-    # training metadata (numpy scalars, configs) that only the full unpickler accepts.
-    for weights_only in (True, False) if trusted else (True,):
-        with contextlib.suppress(Exception):  # torch reports bad files with many exception types
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
-    _raise_unreadable(path)
+    """``torch.load`` on the CPU: tensor-only (plus numpy metadata) unless ``trusted``."""
+    check_declared_sizes(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch reports bad or unsafe files with many exception types
+        if not trusted:
+            _raise_unreadable(path)
+    # A file whose full sha256 matched the registry: its training metadata may hold other objects.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        _raise_unreadable(path)
 
 
 def _raise_unreadable(path: Path) -> NoReturn:
@@ -206,34 +272,90 @@ def _raise_unreadable(path: Path) -> NoReturn:
     if unsafe:
         raise CheckpointError(
             f"{path} holds Python objects besides tensors ({', '.join(unsafe[:3])}), which posekit does not "
-            "unpickle from a file it cannot vouch for: if you trust it, re-save just its state_dict with torch.save"
+            "unpickle from a file without a verified sha256 (unpickling can run any code): if you trust it, "
+            "re-save just its state_dict with torch.save"
         ) from None
     raise CheckpointError(
         f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another kind of file): download it again"
     ) from None
 
 
-def _read_state_dict(path: str | os.PathLike, trusted: bool = False) -> tuple[dict[str, torch.Tensor], str]:
-    """(state_dict with this package's key names, "official" | "mmpose") of a checkpoint file."""
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint file holds and what its keys say about it.
+
+    Attributes:
+        state_dict: the weights under this package's key names (PoseResNet's).
+        key_format: ``"official"``, ``"mmpose 0.x"`` (``keypoint_head.``) or ``"mmpose 1.x"`` (``head.``).
+        data_parallel: the keys carried DataParallel's ``module.`` prefix.
+        channel_order: the order the file says it was trained on, None when that cannot be known.
+        reason: why ``channel_order`` (or why it is unknown), for messages.
+        spec: the :class:`~posekit.spec.InputSpec` fields posekit saved with the file (empty otherwise).
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    key_format: str
+    data_parallel: bool
+    channel_order: str | None
+    reason: str
+    spec: dict
+
+    def describe(self) -> str:
+        """E.g. "mmpose 1.x keys, DataParallel"."""
+        return f"{self.key_format} keys" + (", DataParallel" if self.data_parallel else "")
+
+
+def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Checkpoint:
+    """Read a checkpoint file: its state_dict with PoseResNet key names and what its layout says.
+
+    Unwraps ``{"state_dict" | "model" | "state_dict_ema": ...}`` containers, strips a
+    DataParallel ``module.`` prefix and converts mmpose keys (``backbone.``,
+    ``keypoint_head.``/``head.`` prefixes dropped). The channel order follows the rules in
+    this module's docstring.
+
+    Args:
+        path: checkpoint file.
+        trusted: allow full unpickling (arbitrary code!) when the safe loader refuses the file;
+            only for a file whose full sha256 was verified.
+
+    Raises:
+        CheckpointError: missing, truncated, corrupt or oversized file, or no state_dict inside.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pth/.pth.tar file)")
-    checkpoint = _torch_load(path, trusted)
-    if isinstance(checkpoint, Mapping):
-        container = next((key for key in CONTAINER_KEYS if isinstance(checkpoint.get(key), Mapping)), None)
+    content = _torch_load(path, trusted)
+    checkpoint, container = content, None
+    if isinstance(content, Mapping):
+        container = next((key for key in CONTAINER_KEYS if isinstance(content.get(key), Mapping)), None)
         if container is not None:
-            checkpoint = checkpoint[container]
+            checkpoint = content[container]
     if not isinstance(checkpoint, Mapping) or not all(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in checkpoint.items()
     ):
         found = list(checkpoint)[:MAX_LISTED_KEYS] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise CheckpointError(f"{path} holds no state_dict (a mapping of names to tensors); found {found}")
-    # DataParallel prefixes every key with "module."
+    data_parallel = any(key.startswith("module.") for key in checkpoint)
     state = {key.removeprefix("module."): value for key, value in checkpoint.items()}
-    key_format = "mmpose" if any(key.startswith(MMPOSE_PREFIXES) for key in state) else "official"
-    if key_format == "mmpose":
+    key_format = "official"
+    if any(key.startswith(MMPOSE_PREFIXES) for key in state):
+        key_format = "mmpose 0.x" if any(key.startswith("keypoint_head.") for key in state) else "mmpose 1.x"
         state = {_strip_mmpose_prefix(key): value for key, value in state.items()}
-    return state, key_format
+    saved_spec = content.get(SPEC_KEY) if container is not None else None
+    saved_spec = dict(saved_spec) if isinstance(saved_spec, Mapping) else {}
+    order, reason = _channel_order_of(key_format, container, content, saved_spec)
+    return Checkpoint(state, key_format, data_parallel, order, reason, saved_spec)
+
+
+def _channel_order_of(key_format: str, container: str | None, content: object, saved: dict) -> tuple[str | None, str]:
+    """(channel order or None, why): the file's own input spec, else what its key layout implies."""
+    if saved.get("channel_order") in ("rgb", "bgr"):
+        return saved["channel_order"], "the input spec saved with the checkpoint"
+    if key_format.startswith("mmpose"):
+        return "rgb", f"{key_format} keys (mmpose trains on RGB)"
+    if container is None or (container == "state_dict" and all(key in content for key in OFFICIAL_TRAINER_KEYS)):
+        return "bgr", "official keys (the official code trains on BGR)"
+    return None, f"official-layout keys in a {container!r} container the official trainer does not write"
 
 
 def _strip_mmpose_prefix(key: str) -> str:
@@ -242,40 +364,42 @@ def _strip_mmpose_prefix(key: str) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, trusted: bool = False) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file as a plain state_dict with PoseResNet key names.
+    """The state_dict of a checkpoint file with PoseResNet key names; see :func:`read_checkpoint`."""
+    return read_checkpoint(path, trusted).state_dict
 
-    Unwraps ``{"state_dict" | "model" | "state_dict_ema": ...}`` containers, strips a
-    DataParallel ``module.`` prefix and converts mmpose keys (``backbone.``,
-    ``keypoint_head.``/``head.`` prefixes dropped).
 
-    Args:
-        path: checkpoint file.
-        trusted: allow full unpickling (arbitrary code!) if the safe tensor-only loader refuses
-            the file; only for files whose origin is known, such as verified registry downloads.
+def save_checkpoint(model: PoseResNet, path: str | os.PathLike) -> Path:
+    """Write ``model``'s weights with its input spec, so that loading feeds it the same way.
 
-    Raises:
-        CheckpointError: missing, truncated or corrupt file, or no state_dict inside.
+    The file is ``{"state_dict": ..., "input_spec": {...}}``, plain data that the safe loader
+    reads; it is written whole or not at all.
     """
-    return _read_state_dict(path, trusted)[0]
+    spec = dataclasses.asdict(model.input_spec)
+    with atomic_write(path) as file:
+        torch.save({"state_dict": model.state_dict(), SPEC_KEY: spec}, file)
+    return Path(path)
+
+
+def infer_architecture(state: Mapping[str, torch.Tensor]) -> tuple[int | None, tuple[int, ...], int | None]:
+    """(ResNet depth or None, blocks per stage, number of joints or None) of a PoseResNet state_dict."""
+    blocks = [(int(m[1]), int(m[2])) for m in map(_BLOCK_KEY.match, state) if m]
+    stage_sizes = tuple(1 + max((i for s, i in blocks if s == stage), default=-1) for stage in (1, 2, 3, 4))
+    bottleneck = "layer1.0.conv3.weight" in state
+    depth = next(
+        (d for d, (block, sizes) in RESNET_STAGES.items() if sizes == stage_sizes and (block.expansion == 4) == bottleneck),
+        None,
+    )
+    joints = state["final_layer.weight"].shape[0] if "final_layer.weight" in state else None
+    return depth, stage_sizes, joints
 
 
 def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
     """Which PoseResNet a state_dict belongs to, e.g. "pose_resnet_101 with 17 joints"."""
     if "final_layer.weight" not in state or "layer1.0.conv1.weight" not in state:
         return f"no PoseResNet (keys start {list(state)[:3]})"
-    blocks = [(int(m[1]), int(m[2])) for m in map(_BLOCK_KEY.match, state) if m]
-    stage_sizes = tuple(1 + max((i for s, i in blocks if s == stage), default=-1) for stage in (1, 2, 3, 4))
-    bottleneck = "layer1.0.conv3.weight" in state
-    depth = next(
-        (
-            d
-            for d, (block, sizes) in RESNET_STAGES.items()
-            if sizes == stage_sizes and (block.expansion == 4) == bottleneck
-        ),
-        None,
-    )
+    depth, stage_sizes, joints = infer_architecture(state)
     arch = f"pose_resnet_{depth}" if depth else f"a ResNet with {stage_sizes} blocks"
-    return f"{arch} with {state['final_layer.weight'].shape[0]} joints"
+    return f"{arch} with {joints} joints"
 
 
 def _listed(keys: list[str]) -> str:
@@ -283,7 +407,7 @@ def _listed(keys: list[str]) -> str:
     return shown + (f" (+{len(keys) - MAX_LISTED_KEYS} more)" if len(keys) > MAX_LISTED_KEYS else "")
 
 
-def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], key_format: str, source: str) -> None:
+def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], keys: str, source: str) -> None:
     expected = model.state_dict()
     # Checkpoints saved by PyTorch < 0.4.1 lack BatchNorm's batch counters, which only matter
     # for momentum=None training; the model keeps its own (zero) counters.
@@ -302,17 +426,115 @@ def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], key_format:
         problems.append(f"e.g. {first} is {tuple(state[first].shape)} vs {tuple(expected[first].shape)} in the model")
     raise CheckpointError(
         f"{source} does not fit the model ({describe_state_dict(expected)}): it looks like "
-        f"{describe_state_dict(state)} ({key_format} keys); " + "; ".join(problems)
+        f"{describe_state_dict(state)} ({keys}); " + "; ".join(problems)
     )
 
 
-def load_weights(model: nn.Module, name_or_path_or_url: str | os.PathLike) -> nn.Module:
-    """Load weights into ``model`` (in place) after checking every key and shape.
+def registered_entry(source: str | os.PathLike) -> PoseWeights | None:
+    """The registry entry ``source`` names, by name or by its file name; None if there is none."""
+    if str(source) in WEIGHTS:
+        return WEIGHTS[str(source)]
+    name = str(source).rsplit("/", 1)[-1].split("?")[0]
+    return next((w for w in WEIGHTS.values() if w.filename == name), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights source made concrete: the file, what it holds, and how the network must be fed.
+
+    ``name`` is the registry name when the source was one (after any fallback), else the
+    source as given; ``notice`` the line that says a fallback happened (empty otherwise).
+    """
+
+    name: str
+    path: Path
+    checkpoint: Checkpoint
+    spec: InputSpec
+    entry: PoseWeights | None
+    notice: str = ""
+
+
+def _is_trusted(path: Path, entry: PoseWeights | None) -> bool:
+    """Only a full sha256 digest that the file matches makes it trusted; a prefix can be forged."""
+    return entry is not None and entry.sha256 is not None and len(entry.sha256) == 64 and (
+        hub.sha256_file(path) == entry.sha256.lower()
+    )
+
+
+def _fetch(source: str, progress: bool) -> tuple[str, Path, str]:
+    """(registry name or source, local file, fallback notice) of a weights source."""
+    if source == DEFAULT:
+        try:
+            return DEFAULT_WEIGHTS, download_weights(DEFAULT_WEIGHTS, progress), ""
+        except DownloadError as refused:
+            fallback = get_weights(FALLBACK_WEIGHTS)
+            try:
+                path = download_weights(FALLBACK_WEIGHTS, progress)
+            except DownloadError as also:
+                raise DownloadError(f"{refused}; the fallback {FALLBACK_WEIGHTS} failed too: {also}") from None
+            notice = (
+                f"{DEFAULT_WEIGHTS} could not be fetched from Google Drive, so posekit uses {fallback.name} "
+                f"({fallback.source}, {fallback.channel_order.upper()} input, reported AP {fallback.reported_ap['AP']:.3f})"
+            )
+            return FALLBACK_WEIGHTS, path, notice
+    if source in WEIGHTS:
+        return source, download_weights(source, progress), ""
+    if source.startswith(("http://", "https://")):
+        name = source.rsplit("/", 1)[-1].split("?")[0]
+        return source, hub.download_url(source, hub.cache_dir() / "checkpoints" / "urls" / name, progress=progress), ""
+    if Path(source).is_file():
+        return source, Path(source), ""
+    raise CheckpointError(
+        f"weights {source!r} are neither a registered name ({', '.join(WEIGHTS)}), an existing file nor a URL"
+    )
+
+
+def resolve_weights(
+    source: str | os.PathLike, channel_order: str | None = None, progress: bool = True
+) -> ResolvedWeights:
+    """Fetch and read weights, and decide how they must be fed (see this module's docstring).
 
     Args:
-        model: a :class:`~posekit.model.PoseResNet`.
-        name_or_path_or_url: a registry name (downloaded and cached on first use), a local
-            checkpoint path, or an http(s) URL (cached under its file name).
+        source: :data:`DEFAULT` (the default weights, falling back to :data:`FALLBACK_WEIGHTS`
+            with a notice when Google Drive refuses), a registry name (downloaded and cached on
+            first use), a checkpoint path, or an http(s) URL (cached under ``checkpoints/urls/``).
+        channel_order: ``"rgb"``/``"bgr"`` to override what the checkpoint says.
+        progress: show download progress.
+
+    Raises:
+        CheckpointError: unknown name, unreadable or oversized file, no state_dict inside.
+        DownloadError: the weights are not cached and cannot be downloaded.
+    """
+    if channel_order not in (None, "rgb", "bgr"):
+        raise CheckpointError(f"channel_order {channel_order!r}: expected 'rgb', 'bgr' or None (from the checkpoint)")
+    name, path, notice = _fetch(str(source), progress)
+    # Registered names come from the registry; a URL or a path only by its file name, for the input size.
+    entry = WEIGHTS.get(name) or registered_entry(path.name)
+    checkpoint = read_checkpoint(path, trusted=_is_trusted(path, entry))
+    saved = {key: tuple(map(tuple, v)) if key == "flip_pairs" else tuple(v) if isinstance(v, list) else v
+             for key, v in checkpoint.spec.items() if key in {f.name for f in dataclasses.fields(InputSpec)}}
+    depth, _, joints = infer_architecture(checkpoint.state_dict)
+    spec = joints_spec(joints or 17).replace(**saved)
+    if entry is not None:
+        spec = spec.replace(input_size=entry.input_size, channel_order=entry.channel_order, mean=entry.mean, std=entry.std)
+    elif checkpoint.channel_order is not None:
+        spec = spec.replace(channel_order=checkpoint.channel_order)
+    if channel_order is not None:
+        spec = spec.replace(channel_order=channel_order)
+    elif entry is None and checkpoint.channel_order is None:
+        warnings.warn(
+            f"{path}: the channel order it was trained on cannot be known ({checkpoint.reason}); feeding BGR as "
+            "the official code does: pass channel_order='rgb' (--channel-order rgb) if it was trained on RGB",
+            stacklevel=2,
+        )
+    return ResolvedWeights(name, path, checkpoint, spec, entry, notice)
+
+
+def load_weights(
+    model: nn.Module, name_or_path_or_url: str | os.PathLike, channel_order: str | None = None
+) -> nn.Module:
+    """Load weights into ``model`` (in place) after checking every key and shape, and set
+    ``model.input_spec`` to how they must be fed (:func:`resolve_weights`).
 
     Returns:
         ``model``.
@@ -322,19 +544,35 @@ def load_weights(model: nn.Module, name_or_path_or_url: str | os.PathLike) -> nn
             the missing/unexpected/mismatched keys and which architecture the file looks like.
         DownloadError: the weights are not cached and cannot be downloaded.
     """
-    source = str(name_or_path_or_url)
-    trusted = source in WEIGHTS
-    if trusted:
-        path = download_weights(source)
-    elif source.startswith(("http://", "https://")):
-        path = hub.download_url(source, hub.cache_dir() / "checkpoints" / source.rsplit("/", 1)[-1].split("?")[0])
-    elif Path(source).is_file():
-        path = Path(source)
+    resolved = resolve_weights(name_or_path_or_url, channel_order)
+    if resolved.notice:
+        warnings.warn(resolved.notice, stacklevel=2)
+    _install(model, resolved)
+    return model
+
+
+def _install(model: nn.Module, resolved: ResolvedWeights) -> None:
+    _check_fits(model, resolved.checkpoint.state_dict, resolved.checkpoint.describe(), str(resolved.path))
+    model.load_state_dict(resolved.checkpoint.state_dict, strict=False)
+    model.input_spec = resolved.spec
+
+
+def load_model(resolved: ResolvedWeights) -> PoseResNet:
+    """A PoseResNet of the architecture the weights hold (the registry's, else the keys'), loaded.
+
+    Raises:
+        CheckpointError: the state_dict is no PoseResNet of a known depth.
+    """
+    depth, _, joints = infer_architecture(resolved.checkpoint.state_dict)
+    if resolved.entry is not None:
+        depth, style = resolved.entry.depth, resolved.entry.style
     else:
+        style = "pytorch"
+    if depth is None or joints is None:
         raise CheckpointError(
-            f"weights {source!r} are neither a registered name ({', '.join(WEIGHTS)}), an existing file nor a URL"
+            f"{resolved.path} holds {describe_state_dict(resolved.checkpoint.state_dict)} "
+            f"({resolved.checkpoint.describe()}); expected a SimpleBaseline pose_resnet_18/34/50/101/152"
         )
-    state, key_format = _read_state_dict(path, trusted)
-    _check_fits(model, state, key_format, str(path))
-    model.load_state_dict(state, strict=False)
+    model = pose_resnet(depth, num_joints=joints, style=style)
+    _install(model, resolved)
     return model

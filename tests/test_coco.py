@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-from posekit.coco import (
-    CocoPersonDataset,
-    evaluate,
-    make_synthetic_coco,
-)
+from posekit.coco import CocoPersonDataset, evaluate
 from posekit.coco17 import FLIP_INDEX
+from posekit.crop import box_to_center_scale, crop_batch
 from posekit.errors import AnnotationError, DetectionsFormatError, ImageReadError
 from posekit.heatmaps import encode
+from posekit.spec import InputSpec
+from posekit.weights import get_weights
+from spy_network import SpyNetwork
+from synthetic_coco import make_synthetic_coco
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 ANN_FILE = SAMPLE / "test_coco.json"
@@ -95,23 +96,35 @@ def coco_oks(prediction, truth, area):
 
 
 def ground_truth_of(dataset):
-    """(N, 17, 3) keypoints of each GT item, looked up by its annotation id."""
+    """(N, 17, 3) keypoints of each GT person, looked up by its annotation id."""
     anns = {a["id"]: a for a in json.loads(Path(dataset.ann_file).read_text())["annotations"]}
-    ids = [dataset[i][1]["annotation_id"] for i in range(len(dataset))]
+    ids = dataset.annotation_ids.tolist()
     return np.array([anns[i]["keypoints"] for i in ids], dtype=np.float64).reshape(-1, 17, 3), anns, ids
 
 
+def person_crops(dataset, spec):
+    """Per person, in the dataset's order: center (N, 2), scale (N, 2) and the normalised crop
+    (N, 3, H, W), cut one person at a time here."""
+    centers, scales = box_to_center_scale(dataset.boxes, spec.aspect_ratio)
+    images = {item["image_id"]: item["image"] for item in dataset}
+    crops = torch.cat([
+        spec.preprocess(crop_batch(images[int(i)], c[None], s[None], spec.input_size))
+        for i, c, s in zip(dataset.person_image_ids, centers, scales)
+    ])
+    return centers, scales, crops
+
+
 class OracleModel:
-    """Recognises which item (and whether mirrored) each crop is and returns that person's
+    """Recognises which person (and whether mirrored) each crop is and returns that person's
     keypoints rendered as training targets by posekit.heatmaps.encode, joint k's map scaled
     by ``confidence[k]`` (its peak, so the keypoint score)."""
 
-    def __init__(self, dataset, keypoints, confidence=np.ones(17)):
-        items = [dataset[i] for i in range(len(dataset))]
-        crops = torch.stack([crop for crop, _ in items])
+    def __init__(self, dataset, keypoints, confidence=np.ones(17), spec=InputSpec()):
+        self.input_spec = spec
+        centers, scales, crops = person_crops(dataset, spec)
         self.known = torch.cat([crops, crops.flip(3)]).flatten(1)
-        width, height = dataset.image_size
-        affines = [official_affine(meta["center"], meta["scale"], (width, height)) for _, meta in items]
+        width, height = spec.input_size
+        affines = [official_affine(center, scale, (width, height)) for center, scale in zip(centers, scales)]
         in_crop = np.stack([cv2.transform(kp[None, :, :2], affine)[0] for kp, affine in zip(keypoints, affines)])
         visible = (keypoints[..., 2] > 0).astype(np.float32)
         mirrored = in_crop[:, FLIP_INDEX] * [-1, 1] + [width - 1, 0]
@@ -123,13 +136,16 @@ class OracleModel:
             sigma=2,
         )
         peaks = np.concatenate([confidence, np.asarray(confidence)[FLIP_INDEX]]).reshape(2, 1, 17, 1, 1)
-        targets = np.asarray(targets).reshape(2, len(items), 17, *targets.shape[2:]) * peaks
-        self.heatmaps = torch.as_tensor(targets.reshape(2 * len(items), 17, *targets.shape[3:]), dtype=torch.float32)
+        targets = np.asarray(targets).reshape(2, len(crops), 17, *targets.shape[2:]) * peaks
+        self.heatmaps = torch.as_tensor(targets.reshape(2 * len(crops), 17, *targets.shape[3:]), dtype=torch.float32)
 
     def __call__(self, crops):
         distances = torch.cdist(crops.flatten(1), self.known)
         assert distances.min(1).values.max() < 1e-3, "the oracle was shown a crop it does not know"
         return self.heatmaps[distances.argmin(1)]
+
+
+SMALL = InputSpec(input_size=(48, 64))
 
 
 def pooled_model(crops):
@@ -150,6 +166,9 @@ def pooled_model_flip_averaged(crops):
     shifted = mirrored.clone()
     shifted[..., 1:] = mirrored[..., :-1]
     return (own + shifted) / 2
+
+
+pooled_model.input_spec = pooled_model_flip_averaged.input_spec = SMALL  # how evaluate feeds a callable
 
 
 def shift_for_oks(truth, area, target):
@@ -180,16 +199,19 @@ def write_json(path, data):
 def test_ground_truth_selection_and_boxes_follow_the_official_rules():
     dataset = CocoPersonDataset(ANN_FILE, SAMPLE)
     chosen = selected_ground_truth(ANN_FILE)
-    assert len(dataset) == len(chosen) == 12  # 14 people, two without any labelled keypoint
+    assert dataset.num_people == len(chosen) == 12  # 14 people, two without any labelled keypoint
+    assert len(dataset) == 4  # one item per image
     assert dataset.annotation_ids.tolist() == [ann["id"] for ann, _ in chosen]
+    centers, scales = box_to_center_scale(dataset.boxes, 192 / 256)
     for index, (ann, box) in enumerate(chosen):
         center, scale = official_center_scale(box)
-        _, meta = dataset[index]
-        assert meta["image_id"] == ann["image_id"]
-        np.testing.assert_allclose(meta["center"], center, rtol=1e-6)
-        np.testing.assert_allclose(meta["scale"], scale, rtol=1e-6)
-        assert meta["score"] == 1.0
-        assert meta["area"] == pytest.approx(scale[0] * scale[1] * 200 * 200, rel=1e-5)
+        assert dataset.person_image_ids[index] == ann["image_id"]
+        np.testing.assert_allclose(centers[index], center, rtol=1e-6)
+        np.testing.assert_allclose(scales[index], scale, rtol=1e-6)
+        assert dataset.box_scores[index] == 1.0
+    items = list(dataset)
+    assert [item["image_id"] for item in items] == [785, 40083, 196141, 197388]
+    np.testing.assert_array_equal(np.concatenate([item["boxes"] for item in items]), dataset.boxes)
 
 
 def test_ground_truth_edge_cases(tmp_path):
@@ -218,34 +240,35 @@ def test_ground_truth_edge_cases(tmp_path):
 def test_detections_follow_category_and_score_threshold(tmp_path):
     detections = json.loads(DET_FILE.read_text())
     dataset = CocoPersonDataset(ANN_FILE, SAMPLE, boxes=DET_FILE)
-    assert len(dataset) == sum(d["category_id"] == 1 for d in detections)
+    assert dataset.num_people == sum(d["category_id"] == 1 for d in detections)
     assert (dataset.annotation_ids == -1).all()
     confident = CocoPersonDataset(ANN_FILE, SAMPLE, boxes=DET_FILE, score_threshold=0.5)
-    assert len(confident) == sum(d["category_id"] == 1 and d["score"] >= 0.5 for d in detections)
+    assert confident.num_people == sum(d["category_id"] == 1 and d["score"] >= 0.5 for d in detections)
     # Other categories are not people; items keep the file's order within an image.
     mixed = [{**detections[0], "category_id": 3}] + detections[1:3]
     dataset = CocoPersonDataset(ANN_FILE, SAMPLE, boxes=write_json(tmp_path / "d.json", mixed))
     assert dataset.box_scores.tolist() == pytest.approx([d["score"] for d in detections[1:3]])
-    _, meta = dataset[0]
-    center, scale = official_center_scale(detections[1]["bbox"])
-    np.testing.assert_allclose(meta["center"], center, rtol=1e-6)
-    np.testing.assert_allclose(meta["scale"], scale, rtol=1e-6)
+    np.testing.assert_allclose(dataset.boxes[0], detections[1]["bbox"])
 
 
 @pytest.mark.parametrize(
     "weights, channels", [("pose_resnet_50_256x192", [2, 1, 0]), ("pose_resnet_50_256x192_mmpose", [0, 1, 2])]
 )
-def test_crops_equal_opencv_in_the_channel_order_of_the_weights(weights, channels):
-    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, weights=weights)
+def test_evaluate_feeds_opencv_crops_in_the_channel_order_of_the_weights(weights, channels):
+    dataset = CocoPersonDataset(ANN_FILE, SAMPLE)
+    spy = SpyNetwork(get_weights(weights).spec)
+    evaluate(spy, dataset, flip_test=False, progress=False)
+    fed = torch.cat(spy.inputs)
+    centers, scales = box_to_center_scale(dataset.boxes, 192 / 256)
     mean, std = BGR_MEAN_STD
     for index in (0, 5):
-        crop, meta = dataset[index]
-        path = SAMPLE / f"{meta['image_id']:012d}.jpg"
+        path = SAMPLE / f"{dataset.person_image_ids[index]:012d}.jpg"
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        affine = official_affine(meta["center"], meta["scale"], (192, 256))
+        affine = official_affine(centers[index], scales[index], (192, 256))
         warped = cv2.warpAffine(bgr, affine, (192, 256), flags=cv2.INTER_LINEAR)
         rgb = warped[..., ::-1].astype(np.float64) / 255
         expected = (rgb[..., channels] - mean) / std
+        crop = fed[index]
         assert crop.shape == (3, 256, 192) and crop.dtype == torch.float32
         difference = np.abs(crop.permute(1, 2, 0).numpy() - expected)
         assert difference.max() <= 1.01 / 255 / 0.224  # at most one grey level apart
@@ -264,9 +287,9 @@ def test_exif_orientation_is_ignored_like_opencv(tmp_path):
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     original.save(rotated / "000000000785.jpg", quality=95, exif=exif)
     ann_file = write_json(tmp_path / "a.json", {**data, "images": [im for im in data["images"] if im["id"] == 785]})
-    crop_plain, _ = CocoPersonDataset(ann_file, plain)[0]
-    crop_rotated, _ = CocoPersonDataset(ann_file, rotated)[0]
-    torch.testing.assert_close(crop_rotated, crop_plain, rtol=0, atol=0)
+    image_plain = CocoPersonDataset(ann_file, plain)[0]["image"]
+    image_rotated = CocoPersonDataset(ann_file, rotated)[0]["image"]
+    np.testing.assert_array_equal(image_rotated, image_plain)
     read_by_opencv = cv2.imread(str(rotated / "000000000785.jpg"), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     assert read_by_opencv.shape[:2] == (425, 640)
 
@@ -318,7 +341,8 @@ def test_oracle_scores_full_ap_with_ground_truth_boxes(flip_test):
     assert result.stats["AP"] >= 0.95
     assert result.stats["AR"] >= 0.95
     assert result.num_people == len(result.results) == 12
-    assert set(result.timing) == {"data", "model", "decode", "nms", "cocoeval", "total"}
+    stages = {"data", "crop", "normalise", "forward", "decode", "nms", "cocoeval", "total"}
+    assert set(result.timing) == stages | ({"flip_back"} if flip_test else set())
 
 
 @pytest.mark.parametrize("target_oks, expected_ap", [(0.775, 0.6), (0.625, 0.3)])
@@ -327,12 +351,13 @@ def test_shifted_oracle_loses_the_ap_that_oks_predicts(target_oks, expected_ap):
     # so it matches at the thresholds 0.50 .. target_oks and at none above: AP = their share.
     # encode() centres each Gaussian on a whole heatmap pixel; large crops (384 x 512) keep that
     # rounding's effect on OKS to about +-0.015, inside the 0.05 between two thresholds.
-    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, image_size=(384, 512))
+    dataset = CocoPersonDataset(ANN_FILE, SAMPLE)
     truth, anns, ids = ground_truth_of(dataset)
     areas = [anns[i]["area"] for i in ids]
     moved = truth.copy()
     moved[..., 0] += np.array([shift_for_oks(t, a, target_oks) for t, a in zip(truth, areas)])[:, None]
-    result = evaluate(OracleModel(dataset, moved), dataset, flip_test=True, progress=False)
+    result = evaluate(OracleModel(dataset, moved, spec=InputSpec(input_size=(384, 512))), dataset, flip_test=True,
+                      progress=False)
     assert expected_ap == pytest.approx(np.mean(np.linspace(0.5, 0.95, 10) <= target_oks))
     assert result.stats["AP"] == pytest.approx(expected_ap, abs=0.01)
     by_image = {}
@@ -347,7 +372,7 @@ def test_shifted_oracle_loses_the_ap_that_oks_predicts(target_oks, expected_ap):
 
 
 def test_flip_test_averages_the_mirrored_run_flipped_back_and_shifted():
-    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, image_size=(48, 64))
+    dataset = CocoPersonDataset(ANN_FILE, SAMPLE)
     flipped = evaluate(pooled_model, dataset, flip_test=True, progress=False)
     by_hand = evaluate(pooled_model_flip_averaged, dataset, flip_test=False, progress=False)
     plain = evaluate(pooled_model, dataset, flip_test=False, progress=False)
@@ -369,12 +394,13 @@ def test_detection_boxes_duplicates_are_removed_by_oks_nms(tmp_path):
             detections.append({"image_id": ann["image_id"], "category_id": 1, "bbox": box, "score": score})
             sources.append(ann["keypoints"])
     det_file = write_json(tmp_path / "detections.json", detections)
-    dataset = CocoPersonDataset(ann_file, image_dir, boxes=det_file, image_size=(96, 128))
-    assert len(dataset) == 2 * len(data["annotations"])
+    dataset = CocoPersonDataset(ann_file, image_dir, boxes=det_file)
+    assert dataset.num_people == 2 * len(data["annotations"])
     # Items are sorted by image (stable), the detections were written image by image.
     truth = np.asarray(sources, dtype=np.float64).reshape(-1, 17, 3)
     confidence = np.linspace(0.05, 1, 17)  # some joints under the 0.2 that rescoring ignores
-    result = evaluate(OracleModel(dataset, truth, confidence), dataset, flip_test=False, progress=False)
+    oracle = OracleModel(dataset, truth, confidence, spec=InputSpec(input_size=(96, 128)))
+    result = evaluate(oracle, dataset, flip_test=False, progress=False)
     assert len(result.results) == len(data["annotations"])
     assert result.stats["AP"] >= 0.9
     # The survivors are the higher-scored copies, rescored: box score x mean keypoint score > 0.2.
@@ -389,18 +415,18 @@ def test_detection_boxes_duplicates_are_removed_by_oks_nms(tmp_path):
 
 
 def test_bundled_detections_run_end_to_end_with_workers():
-    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, boxes=DET_FILE, image_size=(48, 64))
+    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, boxes=DET_FILE)
     serial = evaluate(pooled_model, dataset, batch_size=16, progress=False)
     parallel = evaluate(pooled_model, dataset, batch_size=16, num_workers=2, progress=False)
     assert serial.results == parallel.results
-    assert 0 < len(serial.results) <= len(dataset)
+    assert 0 < len(serial.results) <= dataset.num_people
     assert {r["image_id"] for r in serial.results} <= {785, 40083, 196141, 197388}
     assert all(len(r["keypoints"]) == 51 and r["category_id"] == 1 for r in serial.results)
     assert all(-1 <= value <= 1 for value in serial.stats.values())
 
 
 def test_results_file_is_written_whole(tmp_path):
-    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, image_size=(48, 64), max_images=1)
+    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, max_images=1)
     result = evaluate(pooled_model, dataset, flip_test=False, progress=False)
     path = result.save_results(tmp_path / "out" / "results.json")
     assert json.loads(path.read_text()) == result.results
@@ -421,8 +447,8 @@ def test_synthetic_dataset_is_valid_coco_and_reproducible(tmp_path):
     assert ann_a.read_text() == ann_b.read_text()
     data = json.loads(ann_a.read_text())
     assert len(data["images"]) == 3 and len(data["annotations"]) == 12
-    dataset = CocoPersonDataset(ann_a, images_a, image_size=(48, 64))
-    assert len(dataset) == 12
+    dataset = CocoPersonDataset(ann_a, images_a)
+    assert dataset.num_people == 12
     # Labelled joints sit on the drawn figures: the joint dots are near-white.
     on_dot = []
     for ann in data["annotations"]:
@@ -465,7 +491,7 @@ def file_server(tmp_path):
 def serve_coco_zips(folder, base_url, monkeypatch):
     import zipfile
 
-    from posekit import coco
+    from posekit import cocodata
 
     with zipfile.ZipFile(folder / "val2017.zip", "w") as bundle:
         for image in SAMPLE.glob("*.jpg"):
@@ -474,11 +500,12 @@ def serve_coco_zips(folder, base_url, monkeypatch):
         bundle.write(ANN_FILE, "annotations/person_keypoints_val2017.json")
         bundle.writestr("annotations/instances_val2017.json", "{}")
     urls = {"val2017": f"{base_url}/val2017.zip", "annotations": f"{base_url}/annotations_trainval2017.zip"}
-    monkeypatch.setattr(coco, "_ZIP_URLS", urls)
+    monkeypatch.setattr(cocodata, "_ZIP_URLS", urls)
 
 
 def test_download_coco_lays_out_val2017(tmp_path, file_server, monkeypatch):
-    from posekit import coco, hub
+    from posekit import cocodata as coco
+    from posekit import hub
 
     serve_coco_zips(*file_server, monkeypatch)
     calls = []
@@ -497,7 +524,7 @@ def test_download_coco_lays_out_val2017(tmp_path, file_server, monkeypatch):
     assert laid_out == [".downloads", "annotations", "person_detection_results", "val2017"]
     assert [p.suffix for p in (tmp_path / "coco" / ".downloads").iterdir()] == [".lock", ".lock"]  # archives gone
     assert [p.name for p in paths.ann_file.parent.iterdir()] == [paths.ann_file.name]
-    assert len(CocoPersonDataset(paths.ann_file, paths.image_dir, boxes=paths.detections_file)) > 0
+    assert CocoPersonDataset(paths.ann_file, paths.image_dir, boxes=paths.detections_file).num_people > 0
 
     def no_network(*args, **kwargs):
         raise AssertionError("nothing is missing, nothing should be downloaded")
@@ -508,7 +535,7 @@ def test_download_coco_lays_out_val2017(tmp_path, file_server, monkeypatch):
 
 
 def test_download_coco_offline_says_what_to_do(tmp_path, monkeypatch):
-    from posekit import coco
+    from posekit import cocodata as coco
     from posekit.errors import DownloadError
 
     closed_port = "http://127.0.0.1:1"  # nothing listens there: the same failure as being offline
@@ -524,7 +551,7 @@ def test_download_coco_offline_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_download_coco_rejects_a_corrupt_archive(tmp_path, file_server, monkeypatch):
-    from posekit import coco
+    from posekit import cocodata as coco
     from posekit.errors import DownloadError, PosekitError
 
     folder, base_url = file_server
@@ -570,7 +597,7 @@ def test_cli_eval_prints_stats_beside_the_reported_ap(tmp_path, monkeypatch, cap
     lines = {line.split()[0]: line.split() for line in printed.out.splitlines() if line.strip()}
     assert lines["metric"] == ["metric", "posekit", "reported"]
     assert lines["AP"][2] == "70.4" and lines["APm"][2] == "-"
-    assert len(json.loads(out.read_text())) == len(CocoPersonDataset(ANN_FILE, SAMPLE, max_images=2))
+    assert len(json.loads(out.read_text())) == CocoPersonDataset(ANN_FILE, SAMPLE, max_images=2).num_people
     assert "people in 2 images" in printed.err
 
 
@@ -586,7 +613,7 @@ def test_cli_eval_without_data_explains_the_download(tmp_path, capsys):
 def test_a_model_with_the_wrong_output_gets_a_clear_error():
     from posekit.errors import PosekitError
 
-    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, image_size=(48, 64), max_images=1)
+    dataset = CocoPersonDataset(ANN_FILE, SAMPLE, max_images=1)
     with pytest.raises(PosekitError, match=r"expected heatmaps \(1, 17, h, w\)"):
         evaluate(lambda crops: torch.zeros(len(crops), 16, 16, 12), dataset, flip_test=False, progress=False)
 
@@ -607,3 +634,26 @@ def test_clean_boxes_equals_the_official_per_box_rule():
         if keep:
             np.testing.assert_array_equal(box, [x1, y1, x2 - x1, y2 - y1])
     assert 0 < usable.sum() < len(boxes)  # the random draw covers both outcomes
+
+
+def test_evaluate_gives_exactly_the_keypoints_of_the_estimator():
+    """posekit eval and PoseEstimator run one top-down core: the same keypoints, bit for bit."""
+    from posekit.estimator import PoseEstimator
+    from posekit.images import load_image
+
+    torch.manual_seed(0)
+    estimator = PoseEstimator(None, depth=18, device="cpu")
+    for module in estimator.model.deconv_layers:  # distinct, input-dependent peaks to decode
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            torch.nn.init.kaiming_normal_(module.weight)
+    torch.nn.init.kaiming_normal_(estimator.model.final_layer.weight)
+    dataset = CocoPersonDataset(ANN_FILE, SAMPLE)
+    result = evaluate(estimator.model, dataset, batch_size=estimator.max_batch, progress=False)
+    assert len(result.results) == dataset.num_people  # distinct people: OKS-NMS keeps everyone
+    for image_id in dataset.image_ids:
+        image = load_image(SAMPLE / f"{image_id:012d}.jpg", upright=False)
+        expected = estimator.keypoints(image, dataset.boxes[dataset.person_image_ids == image_id])
+        found = np.array([r["keypoints"] for r in result.results if r["image_id"] == image_id]).reshape(-1, 17, 3)
+        # OKS-NMS orders the kept people by score: compare as sets of rows.
+        assert sorted(map(tuple, found.reshape(len(found), -1))) == sorted(
+            map(tuple, expected.astype(np.float64).reshape(len(expected), -1)))

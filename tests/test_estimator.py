@@ -17,9 +17,12 @@ from PIL import Image
 from posekit import weights
 from posekit.crop import box_to_center_scale, crop_batch
 from posekit.errors import DownloadError
-from posekit.estimator import Person, PoseEstimator
+from posekit.estimator import PoseEstimator
+from posekit.poses import Person, Poses
+from spy_network import SpyNetwork
 from posekit.heatmaps import decode, flip_back
 from posekit.images import load_image
+from posekit.model import pose_resnet
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 COCO = json.loads((SAMPLE / "test_coco.json").read_text())
@@ -75,7 +78,7 @@ def test_equals_hand_composed_pipeline(estimator):
     people = estimator.estimate(image, boxes)
     centers, scales = box_to_center_scale(boxes, aspect_ratio=192 / 256)
     crops = crop_batch(image, centers, scales, output_size=(192, 256))
-    inputs = estimator.weights.preprocess(crops)
+    inputs = estimator.spec.preprocess(crops)
     with torch.no_grad():
         heatmaps = estimator.model(inputs).numpy()
         mirrored = estimator.model(torch.from_numpy(inputs.numpy()[..., ::-1].copy())).numpy()
@@ -86,7 +89,7 @@ def test_equals_hand_composed_pipeline(estimator):
 
 
 def test_default_weights_convention_is_bgr_and_callers_pass_rgb(estimator):
-    assert estimator.weights.channel_order == "bgr" and estimator.weights.input_size == (192, 256)
+    assert estimator.spec.channel_order == "bgr" and estimator.spec.input_size == (192, 256)
     image = load_image(FILES[785])
     boxes = gt_boxes(785)
     rgb = np.stack([p.keypoints for p in estimator(image, boxes)])
@@ -142,8 +145,8 @@ def test_detector_boxes_are_used(estimator):
 
 def test_empty_and_bad_boxes(estimator):
     image = load_image(FILES[196141])
-    assert estimator.estimate(image, np.zeros((0, 4))) == []
-    assert estimator(image, []) == []
+    assert len(estimator.estimate(image, np.zeros((0, 4)))) == 0
+    assert estimator(image, []).keypoints.shape == (0, 17, 3)
     good = gt_boxes(196141)[:2]
     bad = np.array([[np.nan, 1, 2, 3], [10, 10, 0, 50], [5000, 10, 20, 20]])
     with pytest.warns(UserWarning, match=r"photo\.jpg.*3 person box") as record:
@@ -213,3 +216,120 @@ def test_estimate_heatmaps_shows_what_the_keypoints_come_from(estimator):
     with pytest.warns(UserWarning):
         empty_crops, empty_maps = estimator.estimate_heatmaps(image, np.array([[0.0, 0.0, 0.0, 5.0]]))
     assert empty_crops.shape == (0, 256, 192, 3) and empty_maps.shape == (0, 17, 64, 48)
+
+
+# --- results as arrays ------------------------------------------------------------------------
+
+
+def test_poses_are_arrays_iterable_as_people_with_coco_results(estimator):
+    boxes = gt_boxes(196141)
+    poses = estimator(FILES[196141], (boxes, np.linspace(0.5, 0.9, 5)))
+    assert isinstance(poses, Poses) and len(poses) == 5
+    assert poses.boxes.shape == (5, 4) and poses.box_scores.shape == (5,) and poses.keypoints.shape == (5, 17, 3)
+    people = list(poses)
+    assert all(isinstance(p, Person) for p in people)
+    np.testing.assert_array_equal(np.stack([p.keypoints for p in people]), poses.keypoints)
+    assert [p.box_score for p in people] == pytest.approx(np.linspace(0.5, 0.9, 5))
+    results = poses.to_coco(196141)
+    assert [r["image_id"] for r in results] == [196141] * 5 and {r["category_id"] for r in results} == {1}
+    for result, person in zip(results, people):
+        np.testing.assert_allclose(np.reshape(result["keypoints"], (17, 3)), person.keypoints, atol=5e-4)
+        # The official person score, computed here: box score x mean of the joint scores above 0.2.
+        confident = [s for s in person.keypoints[:, 2] if s > 0.2]
+        expected = person.box_score * (sum(confident) / len(confident) if confident else 0.0)
+        assert result["score"] == pytest.approx(expected, rel=1e-6)
+    # One image or several: the same type.
+    [first, second] = estimator([FILES[196141], FILES[785]], [boxes, gt_boxes(785)])
+    assert isinstance(second, Poses) and len(second) == 1
+    np.testing.assert_array_equal(first.keypoints, poses.keypoints)
+
+
+# --- one core, fast by default ------------------------------------------------------------------
+
+
+def test_default_runtime_is_onnxruntime_fp32_on_the_cpu():
+    default = PoseEstimator(None, depth=18, device="cpu")
+    assert (default.backend, default.precision) == ("onnxruntime", "fp32")
+
+
+def _unambiguous(heatmaps: np.ndarray, margin: float = 1e-3) -> np.ndarray:
+    """Joints whose maximum and quarter-pixel step cannot flip under float rounding: the maximum
+    beats every pixel outside its 3x3 neighbourhood, and its two neighbours on each axis differ,
+    by more than ``margin`` of the maximum. Shape: (N, K, h, w) -> (N, K) bool."""
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, k, -1)
+    peak = flat.max(-1)
+    y, x = np.divmod(flat.argmax(-1), w)
+    rows, cols = np.arange(h)[:, None], np.arange(w)[None]
+    near = (np.abs(rows - y[..., None, None]) <= 1) & (np.abs(cols - x[..., None, None]) <= 1)
+    second = np.where(near, -np.inf, heatmaps).reshape(n, k, -1).max(-1)
+    padded = np.pad(heatmaps, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ni, ki = np.indices((n, k))
+    dx = padded[ni, ki, y + 1, x + 2] - padded[ni, ki, y + 1, x]
+    dy = padded[ni, ki, y + 2, x + 1] - padded[ni, ki, y, x + 1]
+    scale = margin * np.abs(peak)
+    return (peak - second > scale) & (np.abs(dx) > scale) & (np.abs(dy) > scale)
+
+
+def test_torch_and_onnxruntime_backends_give_the_same_keypoints(estimator):
+    image, boxes = load_image(FILES[196141]), gt_boxes(196141)
+    on_torch = copy.copy(estimator)
+    on_torch.backend, on_torch._forward = "torch", None
+    on_onnx = copy.copy(estimator)
+    on_onnx.backend, on_onnx._forward = "onnxruntime", None
+    _, heatmaps = on_torch.estimate_heatmaps(image, boxes)
+    clear = _unambiguous(heatmaps)
+    assert clear.mean() > 0.5  # most joints are compared
+    torch_points, onnx_points = on_torch.keypoints(image, boxes), on_onnx.keypoints(image, boxes)
+    assert np.abs(torch_points - onnx_points)[clear][:, :2].max() < 1e-3  # px
+    scale = np.abs(torch_points[..., 2]).max()
+    np.testing.assert_allclose(onnx_points[..., 2], torch_points[..., 2], rtol=1e-4, atol=1e-5 * scale)  # scores
+
+
+@pytest.mark.parametrize("head, fed", [("keypoint_head.", "rgb"), ("head.", "rgb"), (None, "bgr")],
+                         ids=["mmpose0x", "mmpose1x", "official"])
+def test_a_checkpoint_under_any_file_name_is_fed_as_its_keys_say(tmp_path, head, fed):
+    state = pose_resnet(18).state_dict()
+    if head is not None:
+        state = {(head if k.startswith(("deconv_layers.", "final_layer.")) else "backbone.") + k: v
+                 for k, v in state.items()}
+    path = tmp_path / "my_model.pth"
+    torch.save({"state_dict": state, "meta": {"epoch": 3}} if head else state, path)
+    estimator = PoseEstimator(path, device="cpu")
+    estimator.forward = spy = SpyNetwork(estimator.spec)
+    red, green, blue = 200, 100, 30
+    image = np.empty((300, 200, 3), np.uint8)
+    image[:] = (red, green, blue)
+    estimator.keypoints(image, np.array([[50.0, 50.0, 100.0, 200.0]]))
+    first_channel = spy.inputs[0][0, 0, 128, 96].item()  # the crop's centre, well inside the image
+    expected = {"rgb": (red / 255 - 0.485) / 0.229, "bgr": (blue / 255 - 0.485) / 0.229}[fed]
+    assert first_channel == pytest.approx(expected, abs=1e-5)
+
+
+def test_crops_and_forward_calls_follow_max_batch(estimator, monkeypatch):
+    from posekit import topdown
+
+    cropped = []
+    real_crop = topdown.crop_batch
+    monkeypatch.setattr(topdown, "crop_batch", lambda image, centers, *a, **k: (
+        cropped.append(len(centers)) or real_crop(image, centers, *a, **k)))
+    chunked = copy.copy(estimator)
+    chunked.max_batch = 4
+    chunked.forward = spy = SpyNetwork(estimator.spec)
+    chunked.keypoints(load_image(FILES[196141]), np.resize(gt_boxes(196141), (11, 4)))
+    assert cropped == [4, 4, 3]  # crops exist for one chunk at a time
+    assert [len(inputs) for inputs in spy.inputs] == [8, 8, 6]  # each chunk with its mirrors, in one call
+
+
+def test_the_forward_follows_edits_of_the_weights(estimator):
+    image, boxes = load_image(FILES[785]), gt_boxes(785)
+    edited = copy.copy(estimator)
+    edited.model, edited._forward = copy.deepcopy(estimator.model), None
+    before = edited.keypoints(image, boxes)
+    with torch.no_grad():
+        edited.model.final_layer.weight.mul_(-1.0)  # in place, after the forward was built
+    after = edited.keypoints(image, boxes)
+    assert np.abs(after - before).max() > 1
+    fresh = PoseEstimator(None, depth=18, device="cpu")
+    fresh.model.load_state_dict(edited.model.state_dict())
+    np.testing.assert_array_equal(fresh.keypoints(image, boxes), after)

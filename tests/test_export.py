@@ -124,7 +124,8 @@ def test_missing_onnxruntime_is_one_clear_error(model, monkeypatch):
 
 def test_backend_choice():
     assert resolve_backend("auto", "cpu") == "onnxruntime"
-    assert resolve_backend("auto", "cpu", amp=True) == "torch"
+    assert resolve_backend("auto", "cpu", precision="bf16") == "torch"
+    assert resolve_backend("auto", "cpu", precision="auto") == "onnxruntime"  # auto precision on a CPU is fp32
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("torch", "cpu") == "torch"
     with pytest.raises(PosekitError, match="expected one of"):
@@ -133,7 +134,7 @@ def test_backend_choice():
 
 def test_onnxruntime_backend_refuses_torch_only_options(model):
     with pytest.raises(PosekitError, match="fp32 on the CPU"):
-        inference_forward(model, "onnxruntime", amp=True)
+        inference_forward(model, "onnxruntime", precision="fp16")
 
 
 def test_onnx_export_leaves_the_callers_model_in_its_mode(model, tmp_path):
@@ -145,3 +146,84 @@ def test_onnx_export_leaves_the_callers_model_in_its_mode(model, tmp_path):
         assert model.training
     finally:
         model.eval()
+
+
+# --- the ONNX export cache ------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty posekit cache and no export held in this process (as in a new process)."""
+    from posekit import export
+
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
+    monkeypatch.setattr(export, "_SESSIONS", {})
+    return tmp_path / "onnx"
+
+
+def _no_export(*args, **kwargs):
+    raise AssertionError("exported again")
+
+
+def test_onnx_export_is_written_once_and_reused_by_the_next_process(model, images, fresh_cache, monkeypatch):
+    from posekit import export
+
+    first = inference_forward(model, "onnxruntime", input_size=INPUT)
+    [path] = fresh_cache.iterdir()
+    assert path.name == f"{export.export_key(model, INPUT)}.onnx"
+    onnx.checker.check_model(str(path))
+    assert inference_forward(model, "onnxruntime", input_size=INPUT) is first  # this process: in memory
+    monkeypatch.setattr(export, "_SESSIONS", {})  # a new process: from disk, no export
+    monkeypatch.setattr(export, "_onnx_bytes", _no_export)
+    with torch.no_grad():
+        _assert_close(inference_forward(model, "onnxruntime", input_size=INPUT)(images), model(images))
+
+
+def test_the_export_key_follows_the_weights_and_the_input_size(model):
+    from posekit.export import export_key
+
+    other = pose_resnet(depth=18).eval()
+    assert export_key(model, INPUT) == export_key(model, INPUT)
+    assert export_key(model, INPUT) != export_key(model, (96, 128))
+    assert export_key(model, INPUT) != export_key(other, INPUT)
+    with torch.no_grad():
+        other.load_state_dict(model.state_dict())
+    assert export_key(model, INPUT) == export_key(other, INPUT)
+    with torch.no_grad():
+        other.final_layer.bias[0] += 1e-3  # one number differs
+    assert export_key(model, INPUT) != export_key(other, INPUT)
+
+
+def test_a_corrupt_cached_export_is_exported_again(model, images, fresh_cache):
+    from posekit.export import export_key
+
+    fresh_cache.mkdir(parents=True)
+    path = fresh_cache / f"{export_key(model, INPUT)}.onnx"
+    path.write_bytes(b"half an onnx file")
+    forward = inference_forward(model, "onnxruntime", input_size=INPUT)
+    with torch.no_grad():
+        _assert_close(forward(images), model(images))
+    onnx.checker.check_model(str(path))  # replaced by a whole export
+
+
+def test_an_unwritable_cache_still_runs(model, images, fresh_cache, tmp_path, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache folder would be: nothing can be written below it")
+    monkeypatch.setenv("POSEKIT_HOME", str(blocker / "posekit"))  # (root may write anywhere: chmod proves nothing)
+    forward = inference_forward(model, "onnxruntime", input_size=INPUT)
+    with torch.no_grad():
+        _assert_close(forward(images), model(images))
+
+
+def test_precision_choice_and_reduced_precision_forward(model, images):
+    from posekit.export import resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "fp16"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(PosekitError, match="expected one of"):
+        resolve_precision("int8", "cpu")
+    forward = inference_forward(model, "torch", precision="bf16", input_size=INPUT)
+    output = forward(images)
+    assert output.dtype == torch.float32
+    with torch.no_grad():
+        _assert_close(output, model(images), relative=5e-2)  # bf16 keeps ~3 significant digits

@@ -341,9 +341,10 @@ def test_load_weights_from_a_url(server, tmp_path, monkeypatch):
     checkpoint = tmp_path / "res18.pth"
     torch.save({"state_dict": source.state_dict()}, checkpoint)
     server.files["/res18.pth"] = checkpoint.read_bytes()
-    target = weights.load_weights(pose_resnet(18), f"{server.url}/res18.pth")
+    with pytest.warns(UserWarning, match="channel order it was trained on cannot be known"):
+        target = weights.load_weights(pose_resnet(18), f"{server.url}/res18.pth")
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
-    assert (tmp_path / "checkpoints" / "res18.pth").read_bytes() == checkpoint.read_bytes()
+    assert (tmp_path / "checkpoints" / "urls" / "res18.pth").read_bytes() == checkpoint.read_bytes()
 
 
 @pytest.fixture
@@ -378,3 +379,102 @@ def test_cli_weights_download_offline_exits_1_with_one_line(served_entry, closed
 def test_cli_weights_download_unknown_name(capsys):
     assert main(["weights", "download", "pose_resnet_9"]) == 1
     assert "unknown weights 'pose_resnet_9'" in capsys.readouterr().err
+
+
+# --- the default weights fall back to mmpose's when Google Drive refuses ---------------------------
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "arbitrary code ran"))
+
+
+@pytest.fixture
+def drive_refuses(monkeypatch):
+    def refuse(**kwargs):
+        raise gdown.exceptions.FileURLRetrievalError("Too many users have viewed or downloaded this file recently.")
+
+    monkeypatch.setattr(gdown, "download_folder", refuse)
+
+
+@pytest.fixture
+def served_fallback(server, tmp_path, monkeypatch):
+    """The mmpose fallback entry pointing at the test server: a small depth-18 network, checksummed."""
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    source = pose_resnet(18)
+    mmpose_keys = {("head." if k.startswith(("deconv_layers.", "final_layer.")) else "backbone.") + k: v
+                   for k, v in source.state_dict().items()}
+    checkpoint = tmp_path / "mmpose.pth"
+    torch.save({"meta": {"epoch": 210}, "state_dict": mmpose_keys}, checkpoint)
+    server.files["/res50_coco_256x192.pth"] = checkpoint.read_bytes()
+    entry = dataclasses.replace(weights.get_weights(weights.FALLBACK_WEIGHTS), depth=18,
+                                url=f"{server.url}/res50_coco_256x192.pth",
+                                sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest())
+    monkeypatch.setitem(weights.WEIGHTS, weights.FALLBACK_WEIGHTS, entry)
+    return source
+
+
+def test_default_weights_fall_back_to_mmpose_with_one_notice(drive_refuses, served_fallback):
+    from posekit.estimator import PoseEstimator
+
+    with pytest.warns(UserWarning) as record:
+        estimator = PoseEstimator(device="cpu")
+    [notice] = [str(w.message) for w in record]
+    assert notice == (
+        "pose_resnet_50_256x192 could not be fetched from Google Drive, so posekit uses "
+        "pose_resnet_50_256x192_mmpose (mmpose, RGB input, reported AP 0.718)"
+    )
+    assert estimator.spec.channel_order == "rgb" and estimator.weights.name == "pose_resnet_50_256x192_mmpose"
+    assert all(torch.equal(a, b) for a, b in zip(served_fallback.state_dict().values(),
+                                                 estimator.model.state_dict().values()))
+
+
+def test_explicit_weights_never_fall_back(drive_refuses, served_fallback, server):
+    from posekit.estimator import PoseEstimator
+
+    with pytest.raises(DownloadError, match="pose_resnet_50_256x192.pth.tar from Google Drive"):
+        PoseEstimator("pose_resnet_50_256x192", device="cpu")
+    assert server.requests == []
+
+
+def test_cli_predict_says_which_weights_it_fell_back_to(drive_refuses, served_fallback, tmp_path, capsys):
+    image = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample" / "000000000785.jpg"
+    assert main(["predict", str(image), "--detector", "none", "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "posekit predict: warning: pose_resnet_50_256x192 could not be fetched from Google Drive, so posekit " \
+           "uses pose_resnet_50_256x192_mmpose (mmpose, RGB input, reported AP 0.718)" in err
+
+
+def test_a_url_with_a_release_file_name_is_not_trusted(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "home"))
+    marker = tmp_path / "owned"
+    release = weights.get_weights(weights.FALLBACK_WEIGHTS)
+    torch.save({"state_dict": pose_resnet(18).state_dict(), "extra": _Exploit(marker)}, tmp_path / "evil.pth")
+    server.files[f"/{release.filename}"] = (tmp_path / "evil.pth").read_bytes()
+    # Even a registry entry with a full digest only trusts the file that has that digest.
+    monkeypatch.setitem(weights.WEIGHTS, release.name, dataclasses.replace(release, sha256="0" * 64))
+    with pytest.raises(weights.CheckpointError, match="holds Python objects besides tensors"):
+        weights.load_weights(pose_resnet(18), f"{server.url}/{release.filename}")
+    assert not marker.exists()
+    # It was kept apart from the registry's downloads, so it can never pass for the release.
+    assert weights.cached_weights_path(release.name) is None
+
+
+def test_cached_weights_load_from_a_cache_that_cannot_be_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
+    source = pose_resnet(18)
+    entry = dataclasses.replace(weights.get_weights(weights.DEFAULT_WEIGHTS), depth=18)
+    monkeypatch.setitem(weights.WEIGHTS, entry.name, entry)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(source.state_dict(), tmp_path / "checkpoints" / entry.filename)
+
+    def no_lock(dest):  # what opening the lock file does in a read-only folder
+        raise PermissionError(13, "Permission denied", str(dest) + ".lock")
+
+    monkeypatch.setattr(hub, "_exclusive", no_lock)
+    loaded = weights.load_weights(pose_resnet(18), entry.name)
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values()))

@@ -36,7 +36,7 @@ from posekit.train import (
     predict_people,
     training_batch,
 )
-from posekit.weights import preprocess_crops
+from posekit.spec import preprocess_crops
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "posekit" / "data" / "coco_sample"
@@ -328,6 +328,9 @@ def test_resume_continues_exactly(tmp_path, torch_threads):
     estimator = PoseEstimator(tmp_path / "b" / "out" / "last.pth", depth=18, device="cpu")
     for (name, a), b in zip(estimator.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+    # ... and is fed as it was trained: 64x64 RGB crops, COCO-17 joints.
+    assert estimator.model.input_spec == resumed.spec.input_spec()
+    assert estimator.model.input_spec.input_size == (64, 64) and estimator.model.input_spec.channel_order == "rgb"
 
 
 def test_finetune_from_a_checkpoint_with_another_joint_count_reinitialises_only_the_head(tmp_path, torch_threads):
