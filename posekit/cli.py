@@ -455,12 +455,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from posekit import coco
+    from posekit import cocodata
     from posekit.train import TrainConfig, train
 
     val_ann, val_images = args.val, args.val_images
     if args.data == "coco":
-        paths = coco.CocoPaths(args.images)
+        paths = cocodata.CocoPaths(args.images)
         ann_file, image_dir = args.images / "annotations" / "person_keypoints_train2017.json", args.images / "train2017"
         val_ann, val_images = val_ann or paths.ann_file, val_images or paths.image_dir
         missing = [str(p) for p in (ann_file, image_dir, val_ann, val_images) if not Path(p).exists()]
