@@ -420,6 +420,153 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("track", help="people through a video with stable ids: annotated mp4 + PoseTrack JSON, fps")
+    parser.add_argument("input", metavar="INPUT", help="a video file, a folder of frames, a webcam index (0) or a stream URL")
+    parser.add_argument("--out", type=Path, help="write the annotated video here (.mp4, H.264)")
+    parser.add_argument("--json", type=Path, help="write the tracks here, PoseTrack 2018 format (track_id per person)")
+    _weights_option(parser, "; registered weights that are neither cached nor downloadable run an untrained "
+                            "network, said on screen and on the frames")
+    parser.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2",
+                        help="person detector, or 'none' to take each whole frame as one person (default: %(default)s)")
+    parser.add_argument("--boxes", type=Path,
+                        help="person boxes instead of a detector: COCO detection results with image_id = frame index")
+    parser.add_argument("--detector-every", type=int, default=1, metavar="K",
+                        help="run the detector every K frames (and after a track is lost), propagate boxes in between")
+    parser.add_argument("--propagation", choices=("flow", "pose", "none"), default="flow",
+                        help="boxes from the previous poses: moved by RAFT optical flow, left in place, or none "
+                             "(default: %(default)s, the paper's)")
+    parser.add_argument("--similarity", choices=("flow-oks", "oks", "iou"), default="flow-oks",
+                        help="how new poses are matched to tracks (default: %(default)s, the paper's)")
+    parser.add_argument("--max-age", type=int, default=0, metavar="N",
+                        help="frames a lost track may be matched again before its id is retired (default: 0, the paper)")
+    parser.add_argument("--smooth", action="store_true", help="One-Euro filter on each track's joints")
+    parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster pose network")
+    parser.add_argument("--max-frames", type=int, metavar="N",
+                        help="stop after N frames; Ctrl-C also stops and keeps what was tracked (for webcams)")
+    parser.add_argument("--eval", type=Path, metavar="GT.json",
+                        help="score the tracks against PoseTrack 2018 annotations of this video: MOTA and mAP")
+    _add_device_option(parser)
+    _add_runtime_options(parser)
+
+
+def _run_track(args: argparse.Namespace) -> int:
+    import json
+
+    from posekit.demo import UNTRAINED_TITLE
+    from posekit.detect import PersonDetector
+    from posekit.errors import DownloadError
+    from posekit.estimator import PoseEstimator
+    from posekit.files import atomic_write
+    from posekit.smoothing import OneEuro
+    from posekit.track import PoseTracker, to_posetrack, track_video
+    from posekit.video import VideoSource
+    from posekit.weights import WEIGHTS
+
+    if args.detector_every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise PosekitError("--detector-every and --max-frames take a positive number")
+    propagation = None if args.propagation == "none" else args.propagation
+    with _warnings_as_lines("track"):
+        video = VideoSource(args.input)  # a bad input is reported before any model loads
+        detect = _frame_boxes(args.boxes) if args.boxes is not None else None
+        try:
+            estimator = _estimator(args, flip_test=not args.no_flip)
+        except DownloadError as error:
+            if args.weights not in (*WEIGHTS, DEFAULT):
+                raise
+            print(f"posekit track: note: {error}", file=sys.stderr)
+            depth = WEIGHTS[DEFAULT_WEIGHTS if args.weights == DEFAULT else args.weights].depth
+            estimator = PoseEstimator(None, depth=depth, device=args.device, flip_test=not args.no_flip,
+                                      backend=args.backend, precision=args.precision)
+        if detect is None and args.detector != "none":
+            # Separately from the pose weights: missing detector weights are an error, not a fallback.
+            estimator.detector = PersonDetector(args.detector, device=estimator.device)
+        tracker = PoseTracker(estimator, propagation, args.similarity, args.detector_every, args.max_age, detect=detect,
+                              smoothing=OneEuro() if args.smooth else None)
+        caption = None if estimator.pretrained else UNTRAINED_TITLE
+        run = track_video(tracker, video, args.out, caption, 0.3 if estimator.pretrained else float("-inf"),
+                          args.max_frames)
+    if not run.frames:
+        raise PosekitError(f"{args.input}: no frames could be read")
+    if args.json is not None:
+        with atomic_write(args.json, "w") as file:
+            json.dump(to_posetrack(run.frames, run.file_names), file)
+    tracks = len({int(i) for f in run.frames for i in f.track_ids})
+    detected = sum(f.detected for f in run.frames)
+    print(
+        f"posekit track: {'stopped by Ctrl-C after ' if run.interrupted else ''}{len(run.frames)} frames, {tracks} tracks, {run.tracking_fps:.2f} fps tracking, "
+        f"{run.total_fps:.2f} fps end to end (detector on {detected} frames; {estimator.weights_source}; "
+        f"device {estimator.device})"
+    )
+    if not estimator.pretrained:
+        print(f"WARNING: {UNTRAINED_TITLE}; real weights: posekit weights download {args.weights}")
+    for label, path in (("video", args.out), ("tracks", args.json)):
+        if path is not None:
+            print(f"{label}: {path}")
+    if args.eval is not None:
+        from posekit.track_eval import evaluate_tracking, load_posetrack
+
+        print(evaluate_tracking(load_posetrack(args.eval), run.frames).table())
+    return 0
+
+
+def _frame_boxes(path: Path) -> Callable:
+    """``(rgb, frame index) -> (boxes, scores)`` from a COCO detection-results file keyed by frame index."""
+    import numpy as np
+
+    from posekit.detect import load_detections
+
+    boxes = load_detections(path)
+    none = (np.zeros((0, 4)), np.zeros(0))
+    return lambda rgb, index: boxes.get(index, none)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="the pose network as ONNX (dynamic batch), checked against torch")
+    parser.add_argument("--weights", required=True,
+                        help="registered weights name, checkpoint file or URL (its architecture is read from the file)")
+    parser.add_argument("--input", type=_height_by_width, metavar="HxW",
+                        help="network input, height x width, multiples of 32 (default: the weights')")
+    parser.add_argument("--fp16", action="store_true", help="half-precision graph (for GPUs, TensorRT, Jetson)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise PosekitError(f"export needs the onnx and onnxruntime packages ({error}): pip install onnx onnxruntime") from None
+
+    from posekit.estimator import PoseEstimator
+    from posekit.export import export_onnx
+
+    estimator = PoseEstimator(args.weights, device="cpu")
+    width, height = args.input or estimator.spec.input_size
+    if width % 32 or height % 32:
+        raise PosekitError(f"--input {height}x{width}: expected multiples of 32 (the network downsamples by 32)")
+    dtype = torch.float16 if args.fp16 else torch.float32
+    model = estimator.model.to(memory_format=torch.contiguous_format, dtype=dtype)
+    path = export_onnx(model, args.out, (width, height), args.opset)
+    onnx.checker.check_model(str(path), full_check=True)
+    images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.inference_mode():
+        expected = model(images).float().numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"images": images.numpy()})
+    error = float(np.abs(actual.astype(np.float32) - expected).max() / max(np.abs(expected).max(), 1e-12))
+    print(
+        f"posekit export: {path} ({path.stat().st_size / 2**20:.1f} MB, opset {args.opset}, "
+        f"{'float16' if args.fp16 else 'float32'}): images (batch, 3, {height}, {width}) -> heatmaps "
+        f"(batch, {expected.shape[1]}, {height // 4}, {width // 4}); onnx.checker passed; onnxruntime vs torch on a "
+        f"batch of 2: max difference {error:.1e} of the largest heatmap value ({estimator.weights_source})"
+    )
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train or fine-tune with the paper's recipe (torchrun for many GPUs)")
     parser.add_argument("--data", required=True,
@@ -490,6 +637,8 @@ _COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "weights": (_add_weights, _run_weights),
     "eval": (_add_eval, _run_eval),
     "bench": (_add_bench, _run_bench),
+    "track": (_add_track, _run_track),
+    "export": (_add_export, _run_export),
     "train": (_add_train, _run_train),
 }
 
@@ -517,8 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except PosekitError as error:
-        # A user-facing problem: one sentence, no traceback.
-        print(f"posekit {args.command}: error: {error}", file=sys.stderr)
+        # A user-facing problem: one sentence, no traceback, its advice worded for the command line.
+        print(f"posekit {args.command}: error: {error.for_cli()}", file=sys.stderr)
         return 1
     except OSError as error:
         # The system refused (disk full, permission denied): one line, as for the errors above.

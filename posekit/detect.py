@@ -19,8 +19,8 @@ from torchvision.models import WeightsEnum, detection
 
 from posekit import hub
 from posekit.defaults import DEFAULT_DETECTOR
-from posekit.errors import CheckpointError, DetectionsFormatError
 from posekit.device import resolve_device
+from posekit.errors import CheckpointError, DetectionsFormatError, Hint
 from posekit.files import read_json
 
 # COCO category id of "person", in both the detection results files and torchvision's labels.
@@ -69,9 +69,9 @@ def detector_checkpoint_path(name: str, progress: bool = True) -> Path:
     # torchvision names its files <name>-<first hex digits of the sha256>.pth.
     sha256_prefix = Path(filename).stem.rsplit("-", 1)[-1]
     destination = hub.cache_dir() / "checkpoints" / filename
-    return hub.download_url(
-        url, destination, sha256=sha256_prefix, progress=progress, hint="give person boxes with --boxes FILE"
-    )
+    hint = Hint(python="pass the person boxes yourself, as estimator(images, boxes)",
+                cli="give person boxes with --boxes FILE")
+    return hub.download_url(url, destination, sha256=sha256_prefix, progress=progress, hint=hint)
 
 
 def _get_spec(name: str) -> DetectorSpec:

@@ -2,7 +2,8 @@
 
 Every download goes to ``<dest>.part`` and is renamed onto ``dest`` only once complete and
 verified, so ``dest`` is either absent or whole. A lock file ``<dest>.lock`` serialises
-processes fetching the same file. Any failure is a :class:`~posekit.errors.DownloadError`
+processes fetching the same file; it is removed when the download ends. Any failure is a
+:class:`~posekit.errors.DownloadError`
 whose message is one sentence saying what failed and what to do; being offline is normal.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
-from posekit.errors import ChecksumError, DownloadError
+from posekit.errors import ChecksumError, DownloadError, Hint
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 30
@@ -60,16 +61,44 @@ def _short_reason(error: BaseException) -> str:
 
 
 def _what_to_do(source: str, dest: Path, hint: str | None) -> str:
-    advice = f"download {source} on a machine with internet and put it at {dest}"
+    # Absolute: a relative path would leave the reader guessing what it is relative to.
+    advice = f"download {source} on a machine with internet and put it at {dest.absolute()}"
     return f"{advice}, or {hint}" if hint else advice
+
+
+def _download_error(
+    error_type: type[DownloadError], sentence: Callable[[str], str], source: str, dest: Path, hint: Hint | str | None
+) -> DownloadError:
+    """``sentence(advice)`` as an error whose advice fits the reader: Python in str(), flags in ``for_cli()``.
+
+    A plain-string ``hint`` is worded the same for both.
+    """
+    python, cli = (hint.python, hint.cli) if isinstance(hint, Hint) else (hint, hint)
+    return error_type(
+        sentence(_what_to_do(source, dest, python)), cli_message=sentence(_what_to_do(source, dest, cli))
+    )
 
 
 @contextlib.contextmanager
 def _exclusive(dest: Path) -> Iterator[None]:
-    """Hold an exclusive lock tied to ``dest`` (released when the lock file is closed)."""
-    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+    """Hold an exclusive lock tied to ``dest``; the lock file is deleted on release, whatever happened."""
+    path = dest.with_name(dest.name + ".lock")
+    while True:
+        lock = open(path, "a")
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # The previous holder deletes the file before releasing it: a lock taken on a deleted file
+        # excludes nobody, so take it again on the file now at that path.
+        try:
+            if os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()
+    try:
         yield
+    finally:
+        path.unlink(missing_ok=True)
+        lock.close()
 
 
 def _fetch_once(
@@ -92,9 +121,11 @@ def _fetch_once(
         actual = sha256_file(part) if sha256 is not None else None
         if actual is not None and not actual.startswith(sha256.lower()):
             part.unlink()
-            raise ChecksumError(
-                f"{what} arrived with sha256 {actual[:16]}... instead of {sha256} (corrupt transfer or a "
-                f"changed upstream file), so it was deleted: run again, or {_what_to_do(source, dest, hint)}"
+            raise _download_error(
+                ChecksumError,
+                lambda advice: f"{what} arrived with sha256 {actual[:16]}... instead of {sha256} (corrupt transfer "
+                f"or a changed upstream file), so it was deleted: run again, or {advice}",
+                source, dest, hint,
             )
         os.replace(part, dest)
     return dest
@@ -135,7 +166,12 @@ def _http_get(url: str, part: Path, progress: bool) -> None:
 
 
 def download_url(
-    url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True, *, hint: str | None = None
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str | None = None,
+    progress: bool = True,
+    *,
+    hint: Hint | str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` unless an intact copy is already there.
 
@@ -147,7 +183,8 @@ def download_url(
             and on a cached file (a mismatching cached file is fetched again).
         progress: show a tqdm progress bar on stderr.
         hint: another way out the failure message offers besides placing the file by hand,
-            e.g. "pass --weights PATH".
+            worded for Python and for the command line, e.g. ``Hint("pass pose_weights=PATH",
+            "pass --weights PATH")``; a string is used for both.
 
     Returns:
         ``dest`` as a Path.
@@ -164,24 +201,20 @@ def download_url(
         try:
             _http_get(url, part, progress)
         except HTTPError as error:
-            raise DownloadError(
-                f"could not download {url} (server answered HTTP {error.code} {error.reason}): "
-                f"check the URL, or {_what_to_do(url, dest, hint)}"
-            ) from None
+            failure = f"could not download {url} (server answered HTTP {error.code} {error.reason}): check the URL"
+            raise _download_error(DownloadError, lambda advice: f"{failure}, or {advice}", url, dest, hint) from None
         except http.client.IncompleteRead as error:
-            raise DownloadError(
-                f"download of {url} stopped {error.expected} bytes short: run again to resume from "
-                f"{part}, or {_what_to_do(url, dest, hint)}"
-            ) from None
+            failure = (f"download of {url} stopped {error.expected} bytes short: "
+                       f"run again to resume from {part.absolute()}")
+            raise _download_error(DownloadError, lambda advice: f"{failure}, or {advice}", url, dest, hint) from None
         except (OSError, http.client.HTTPException) as error:
-            raise DownloadError(
-                f"could not download {url} ({_short_reason(error)}); without network, {_what_to_do('it', dest, hint)}"
-            ) from None
+            failure = f"could not download {url} ({_short_reason(error)}); without network"
+            raise _download_error(DownloadError, lambda advice: f"{failure}, {advice}", "it", dest, hint) from None
 
     return _fetch_once(dest, sha256, fetch, url, url, hint)
 
 
-def _gdrive_folder_file_id(folder_id: str, path_in_folder: str) -> str:
+def _gdrive_folder_file_id(folder_id: str, path_in_folder: str, dest: Path, hint: Hint | str | None) -> str:
     """Look up the file id of ``path_in_folder`` (e.g. "pose_coco/x.pth.tar") in a shared folder."""
     import gdown
 
@@ -189,9 +222,11 @@ def _gdrive_folder_file_id(folder_id: str, path_in_folder: str) -> str:
     for entry in listing:
         if Path(entry.path).as_posix().endswith(path_in_folder):
             return entry.id
-    raise DownloadError(
-        f"Google Drive folder {folder_id} has no file {path_in_folder} (it lists "
-        f"{len(listing)} files): the release may have moved; download it by hand and pass --weights PATH"
+    raise _download_error(
+        DownloadError,
+        lambda advice: f"Google Drive folder {folder_id} has no file {path_in_folder} (it lists "
+        f"{len(listing)} files): the release may have moved; {advice}",
+        "it from elsewhere", dest, hint,
     )
 
 
@@ -203,7 +238,7 @@ def download_gdrive(
     *,
     folder_id: str | None = None,
     path_in_folder: str | None = None,
-    hint: str | None = None,
+    hint: Hint | str | None = None,
 ) -> Path:
     """Download a Google Drive file with gdown, with :func:`download_url`'s cache semantics.
 
@@ -238,13 +273,12 @@ def download_gdrive(
         import gdown
 
         try:
-            resolved_id = file_id or _gdrive_folder_file_id(folder_id, path_in_folder)
+            resolved_id = file_id or _gdrive_folder_file_id(folder_id, path_in_folder, dest, hint)
             gdown.download(id=resolved_id, output=str(part), quiet=not progress, resume=True)
         except DownloadError:
             raise
         except (OSError, gdown.exceptions.DownloadError) as error:
-            raise DownloadError(
-                f"could not download {what} ({_short_reason(error)}); without network, {_what_to_do(source, dest, hint)}"
-            ) from None
+            failure = f"could not download {what} ({_short_reason(error)}); without network"
+            raise _download_error(DownloadError, lambda advice: f"{failure}, {advice}", source, dest, hint) from None
 
     return _fetch_once(dest, sha256, fetch, what, source, hint)

@@ -230,33 +230,40 @@ def plot_timing(
     timings: Mapping[str, float],
     reference: Mapping[str, float] | None = None,
     title: str = "Time per stage",
+    unit: str = "s",
 ) -> Figure:
-    """Horizontal bar chart of measured seconds per stage, followed by the reference bars.
+    """Horizontal bar chart of measured times per stage, followed by the reference bars.
 
     The reference (e.g. the seed's Colab K80 mini-batch times, ``posekit.bench.K80_SECONDS``) was
     measured on another machine; its bars are hatched grey and labelled so in the legend. Each bar
     is annotated with its value.
 
     Args:
-        timings: stage name -> seconds measured on this run, in display order (top first).
-        reference: label -> seconds from elsewhere, or None for none.
+        timings: stage name -> time measured on this run, in display order (top first).
+        reference: label -> time from elsewhere, or None for none.
+        unit: what the times are in: ``"s"`` (seconds, the default) or ``"ms/person"`` (to compare
+            batches of different sizes).
     """
+    units = {"s": ("%.3f s", "seconds"), "ms/person": ("%.1f ms", "milliseconds per person")}
+    if unit not in units:
+        raise PosekitError(f"unit {unit!r} is unknown; expected one of {', '.join(units)}")
+    value_format, axis_label = units[unit]
     reference = {} if reference is None else dict(reference)
     values = np.array([*timings.values(), *reference.values()], dtype=np.float64)
     if not timings or not np.all(np.isfinite(values) & (values >= 0)):
-        raise PosekitError(f"timings must map at least one stage to finite seconds >= 0, got {dict(timings)}")
+        raise PosekitError(f"timings must map at least one stage to finite times >= 0, got {dict(timings)}")
     measured, n_measured = values[: len(timings)], len(timings)
 
     fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(values) + 1.2), layout="constrained")
     own = ax.barh(np.arange(n_measured), measured, color="tab:blue", label="this run")
-    ax.bar_label(own, fmt="%.3f s", padding=3, fontsize=8)
+    ax.bar_label(own, fmt=value_format, padding=3, fontsize=8)
     if reference:
         ref = ax.barh(np.arange(n_measured, len(values)), values[n_measured:],
                       color="0.8", edgecolor="0.4", hatch="//", label=REFERENCE_LABEL)
-        ax.bar_label(ref, fmt="%.3f s", padding=3, fontsize=8)
+        ax.bar_label(ref, fmt=value_format, padding=3, fontsize=8)
     ax.set_yticks(np.arange(len(values)), [*timings, *reference])
     ax.invert_yaxis()
-    ax.set_xlabel("seconds")
+    ax.set_xlabel(axis_label)
     ax.set_xlim(0, values.max() * 1.25 or 1.0)  # room for the value labels
     ax.set_title(title)
     ax.legend(loc="lower right")

@@ -44,7 +44,7 @@ from torch import nn
 
 from posekit import hub
 from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS
-from posekit.errors import CheckpointError, DownloadError
+from posekit.errors import CheckpointError, DownloadError, Hint
 from posekit.files import atomic_write
 from posekit.model import RESNET_STAGES, PoseResNet, pose_resnet
 from posekit.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec, joints_spec
@@ -169,7 +169,7 @@ def download_weights(name: str, progress: bool = True) -> Path:
     """Download weights ``name`` into the cache (no-op if cached and intact); return the path."""
     weights = get_weights(name)
     dest = _cache_path(weights)
-    hint = "pass --weights PATH"
+    hint = Hint(python="pass the file's path as PoseEstimator(pose_weights=PATH)", cli="pass --weights PATH")
     if weights.url is not None:
         return hub.download_url(weights.url, dest, weights.sha256, progress, hint=hint)
     return hub.download_gdrive(

@@ -19,7 +19,7 @@ import torch
 
 from posekit import hub, weights
 from posekit.cli import main
-from posekit.errors import ChecksumError, DownloadError
+from posekit.errors import ChecksumError, DownloadError, Hint
 from posekit.model import pose_resnet
 
 PAYLOAD = bytes(range(256)) * 600  # 153,600 bytes: several reads, not a multiple of the chunk size
@@ -116,7 +116,7 @@ def test_download_with_progress_and_checksum(server, tmp_path, capsys):
     dest = tmp_path / "cache" / "weights.pth"
     assert hub.download_url(f"{server.url}/weights.pth", dest, sha256=PAYLOAD_SHA256) == dest
     assert dest.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["weights.pth", "weights.pth.lock"]  # no .part left
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["weights.pth"]  # no .part or .lock left
     progress = capsys.readouterr().err
     assert "weights.pth" in progress and "100%" in progress and "150k" in progress.lower()
 
@@ -197,6 +197,24 @@ def test_offline_gives_one_sentence_saying_what_to_do(closed_port_url, tmp_path)
     assert "refused" in message.lower()
     assert message.endswith(f"on a machine with internet and put it at {dest}, or pass --weights PATH")
     assert not dest.exists() and not (tmp_path / "weights.pth.part").exists()
+
+
+def test_offline_failure_leaves_nothing_and_names_an_absolute_path(closed_port_url, tmp_path, monkeypatch):
+    # A relative destination, as a notebook's COCO_ROOT = "coco" gives: the advice must not leave
+    # the reader guessing what it is relative to, and no lock file may stay behind.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DownloadError) as info:
+        hub.download_url(closed_port_url, Path("coco/.downloads/val2017.zip"), progress=False)
+    assert f"put it at {tmp_path / 'coco' / '.downloads' / 'val2017.zip'}" in str(info.value)
+    assert list((tmp_path / "coco" / ".downloads").iterdir()) == []
+
+
+def test_hint_is_worded_for_python_and_for_the_command_line(closed_port_url, tmp_path):
+    hint = Hint(python="pass pose_weights=PATH", cli="pass --weights PATH")
+    with pytest.raises(DownloadError) as info:
+        hub.download_url(closed_port_url, tmp_path / "w.pth", progress=False, hint=hint)
+    assert str(info.value).endswith(f"put it at {tmp_path / 'w.pth'}, or pass pose_weights=PATH")
+    assert info.value.for_cli() == str(info.value).replace("pose_weights=PATH", "--weights PATH")
 
 
 def test_http_error_is_reported(server, tmp_path):
@@ -374,6 +392,13 @@ def test_cli_weights_download_offline_exits_1_with_one_line(served_entry, closed
     assert len(err.splitlines()) == 1
     assert err.startswith(f"posekit weights: error: could not download {closed_port_url}")
     assert "pass --weights PATH" in err
+
+
+def test_weights_download_error_in_python_names_the_argument(served_entry, closed_port_url, monkeypatch):
+    monkeypatch.setitem(weights.WEIGHTS, "served", dataclasses.replace(served_entry, url=closed_port_url))
+    with pytest.raises(DownloadError) as info:
+        weights.download_weights("served", progress=False)
+    assert "pose_weights=PATH" in str(info.value) and "--" not in str(info.value)
 
 
 def test_cli_weights_download_unknown_name(capsys):

@@ -28,10 +28,11 @@ pytestmark = pytest.mark.notebook
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("01_quickstart.ipynb", "02_coco_validation.ipynb", "03_skeletons_and_heatmaps.ipynb", "04_timing.ipynb",
-         "06_finetune.ipynb")
+         "05_video_tracking.ipynb", "06_finetune.ipynb")
 SAMPLE = ROOT / "posekit" / "data" / "coco_sample"
 COLAB_URL = "https://colab.research.google.com/github/posekit/posekit/blob/main/notebooks/{}"
 KERNEL = "posekit-test-python"
+POSEKIT_SOURCE = "git+https://github.com/posekit/posekit"
 CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 CELL_TIMEOUT_S = 300
 
@@ -50,8 +51,13 @@ def test_committed_notebook_is_clean(name: str) -> None:
     assert _parameters_index(notebook) == [1], "exactly one parameters cell, right after the title"
     assert notebook.cells[1].cell_type == "code"
     assert re.search(r"^[A-Z_]+ = ", notebook.cells[1].source, re.MULTILINE)
+    # Where Colab installs posekit from: one setting, the first line of the parameters, and nowhere else.
+    assert notebook.cells[1].source.startswith(f'POSEKIT_SOURCE = "{POSEKIT_SOURCE}"')
+    assert sum(POSEKIT_SOURCE in cell.source for cell in notebook.cells) == 1
     setup = notebook.cells[2].source
-    assert '"google.colab" in sys.modules' in setup and "pip install" in setup and "resolve_device" in setup
+    assert '"google.colab" in sys.modules' in setup and "resolve_device" in setup
+    # No -U: pip then keeps what is installed and fits, Colab's CUDA build of torch above all.
+    assert re.findall(r"^\s*%pip install (.*)$", setup, re.MULTILINE) == ['-q "{POSEKIT_SOURCE}"']
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs must be stripped"
@@ -110,12 +116,36 @@ def _annotations() -> list[dict]:
     return json.loads((SAMPLE / "test_coco.json").read_text())["annotations"]
 
 
+def test_colab_install_keeps_colab_torch(kernel_specs: KernelSpecManager, monkeypatch) -> None:
+    """The setup cell as Colab runs it, with this checkout as the source and pip in dry-run mode.
+
+    One notebook is enough: the committed-notebook test holds every notebook to the same pip line.
+    """
+    notebook = nbformat.read(NOTEBOOKS / NAMES[0], as_version=4)
+    fake_colab = (f'import sys, types\nsys.modules["google.colab"] = types.ModuleType("google.colab")\n'
+                  f"POSEKIT_SOURCE = {str(ROOT)!r}")
+    notebook.cells = [notebook.cells[1], new_code_cell(fake_colab), notebook.cells[2]]
+    # pip resolves and reports what it would install, installs nothing; PIP_VERBOSE undoes the cell's -q.
+    dry_run = {"PIP_DRY_RUN": "1", "PIP_NO_INDEX": "1", "PIP_VERBOSE": "1", "PIP_NO_BUILD_ISOLATION": "0"}
+    for key, value in dry_run.items():
+        monkeypatch.setenv(key, value)
+    manager = KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
+    NotebookClient(notebook, km=manager, timeout=CELL_TIMEOUT_S).execute()
+    printed = _printed(notebook)
+    would_install = [line.strip() for line in re.findall(r"^Would install (.*)$", printed, re.MULTILINE)]
+    # Everything else is installed here, as torch is on Colab: pip must leave it alone.
+    assert would_install == ["posekit-0.1.0"], printed[-2000:]
+
+
 def test_quickstart_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> None:
     notebook = _execute(NAMES[0], {"DEVICE": "cpu"}, kernel_specs)
     printed = _printed(notebook)
     # Offline: the ground-truth boxes stand in for the detector, one person per annotation.
     assert f"people found: {len(_annotations())} in 4 images" in printed
     assert f"WARNING: {UNTRAINED_TITLE}" in printed
+    assert f"first person of 000000000785.jpg: {UNTRAINED_TITLE}" in printed, "the keypoint table says untrained"
+    # The offline download advice is for Python users: no command-line flags, no object reprs.
+    assert "--weights" not in printed and "--boxes" not in printed and " object at 0x" not in printed
     assert "channel order BGR" in printed
     assert _pictures(notebook) >= 1, "the skeleton figure"
     plain = [o["data"]["text/plain"] for o in _outputs(notebook) if "text/plain" in o.get("data", {})]
@@ -131,6 +161,9 @@ def test_coco_validation_runs_offline_on_the_sample(
     assert "bundled" in printed and str(coco_root) in printed, "says why it fell back to the sample"
     labelled = sum(max(a["keypoints"][2::3]) > 0 and not a["iscrowd"] for a in _annotations())
     assert f"{labelled} people in 4 images" in printed
+    # The gap between annotated and evaluated people is explained, with both numbers.
+    annotated = len(_annotations())
+    assert f"{annotated - labelled} of the {annotated} annotated people skipped: crowds and people without" in printed
     # The AP table: posekit's value (a percentage) beside the paper's 70.4.
     row = re.search(r"^AP\s+(\d+\.\d)\s+70\.4$", printed, re.MULTILINE)
     assert row and 0.0 <= float(row.group(1)) <= 100.0
@@ -156,7 +189,34 @@ def test_timing_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> 
     assert [people for people, _ in per_person] == ["4", "2"]
     assert all(float(ms) > 0 for _, ms in per_person)
     assert "3.856" in printed and "0.611" in printed, "the K80 reference"
-    assert _pictures(notebook) >= 1, "the per-stage chart"
+    # The speed-up over the reference is split into its two factors, and they multiply back to it.
+    splits = re.findall(r"speed-up over the reference \([\d.]+ s\): ([\d.]+)x = ([\d.]+)x from batching .* x ([\d.]+)x "
+                        r"from the runtime$", printed, re.MULTILINE)
+    assert len(splits) == 2
+    for total, batching, runtime in splits:
+        assert float(total) == pytest.approx(float(batching) * float(runtime), rel=0.02)
+    # The table's and the printed people per second agree (the same rounding).
+    table = re.search(r"^people per second\s+([\d.]+)\s+([\d.]+)$", printed, re.MULTILINE).groups()
+    assert re.findall(r"ms per person, ([\d.]+) people/s", printed) == list(table)
+    assert _pictures(notebook) >= 1, "the per-person chart"
+
+
+def test_video_tracking_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> None:
+    notebook = _execute(NAMES[4], {"DEVICE": "cpu", "FALLBACK_DEPTH": 18, "FPS_FRAMES": 2}, kernel_specs)
+    printed = _printed(notebook)
+    assert f"WARNING: {UNTRAINED_TITLE}" in printed
+    assert "person boxes from the bundled hand-drawn boxes" in printed
+    # No RAFT weights offline: no flow; untrained joints are never confident: boxes are matched.
+    assert "tracking with propagation 'pose', similarity 'iou'" in printed
+    assert "not in Colab" in printed
+    # boxes.json: three players throughout, the goalkeeper from frame 3, matched frame to frame by IoU.
+    assert "5 frames, 4 tracks (ids [1, 2, 3, 4])" in printed and "fps tracking" in printed
+    assert "right wrist of track 1: 5 frames" in printed
+    rows = re.findall(r"^(every frame|every 5 frames)\s+(on|off)\s+(\d+\.\d\d)$", printed, re.MULTILINE)
+    assert [(every, flip) for every, flip, _ in rows] == [
+        ("every frame", "on"), ("every frame", "off"), ("every 5 frames", "on"), ("every 5 frames", "off")]
+    assert all(float(fps) > 0 for _, _, fps in rows)
+    assert _pictures(notebook) >= 2, "frames with ids and the wrist path"
 
 
 def test_finetune_runs_offline_on_synthetic_people(kernel_specs: KernelSpecManager, offline: Path, tmp_path: Path) -> None:

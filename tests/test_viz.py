@@ -226,10 +226,16 @@ def test_timing_chart_has_a_bar_per_stage_then_the_reference():
 
     (only,) = plot_timing({"total": 2.0}).axes[0].containers
     assert len(only) == 1
-    with pytest.raises(PosekitError, match="finite seconds"):
+    with pytest.raises(PosekitError, match="finite times"):
         plot_timing({"model": -1.0})
     with pytest.raises(PosekitError, match="at least one stage"):
         plot_timing({})
+
+
+def test_timing_chart_in_milliseconds_per_person():
+    ax = plot_timing({"total, batch of 8": 71.25}, reference={"K80 batch of 200": 19.28}, unit="ms/person").axes[0]
+    assert [t.get_text() for t in ax.texts] == ["71.2 ms", "19.3 ms"]
+    assert ax.get_xlabel() == "milliseconds per person"
 
 
 def test_save_figure_writes_a_complete_png_and_no_temp_file(tmp_path):

@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from posekit.coco17 import KEYPOINT_NAMES  # noqa: E402
+from posekit.demo import UNTRAINED_TITLE  # noqa: E402
 from posekit.errors import PosekitError  # noqa: E402
 from posekit.widgets import NO_FRONTEND_MESSAGE, NO_WIDGETS_MESSAGE, image_picker  # noqa: E402
 
@@ -41,13 +42,19 @@ def _people(image_id: int) -> list[SimpleNamespace]:
 
 
 class FakeEstimator:
-    """Returns the annotated people of a sample image; records every call."""
+    """Returns the annotated people of a sample image (one person per given box otherwise); records every call."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int, int]] = []
+        self.boxes: list = []
 
-    def __call__(self, images):
+    def __call__(self, images, boxes=None):
         self.calls.extend(image.shape for image in images)
+        self.boxes.extend(boxes or [None] * len(images))
+        if boxes is not None:
+            # As PoseEstimator: one (N, 4) array per image, never None.
+            assert len(boxes) == len(images) and all(np.shape(b)[1:] == (4,) for b in boxes)
+            return [[SimpleNamespace(keypoints=np.full((17, 3), 0.5), box=np.asarray(box)) for box in b] for b in boxes]
         return [_people(BY_SHAPE.get(image.shape[:2], -1)) for image in images]
 
 
@@ -93,7 +100,8 @@ def test_first_image_is_estimated_and_drawn_on_creation():
     assert picker.redraw_count == 1
     assert bytes(picker.image.value).startswith(b"\x89PNG")
     assert _shown_joints(picker) == _expected_joints(FIRST, 0.3)
-    assert picker.figure.axes[0].get_title().startswith(f"{FIRST}: 1 people")
+    assert picker.caption.value.startswith(f"<b>{FIRST}</b>: 1 person,")
+    assert f"{_expected_joints(FIRST, 0.3)} joints drawn (score &ge; 0.30)" in picker.caption.value
 
 
 def test_threshold_change_redraws_without_running_the_estimator():
@@ -106,6 +114,7 @@ def test_threshold_change_redraws_without_running_the_estimator():
     assert picker.redraw_count == 2
     assert _shown_joints(picker) == _expected_joints(FIRST, 0.7) < _expected_joints(FIRST, 0.3)
     assert bytes(picker.image.value) != before
+    assert f"{_expected_joints(FIRST, 0.7)} joints drawn (score &ge; 0.70)" in picker.caption.value
 
 
 def test_image_change_runs_the_estimator_once_per_image():
@@ -157,8 +166,8 @@ def test_heatmap_toggle_without_heatmaps_says_so():
 def test_heatmap_toggle_on_an_image_without_people_says_so():
     picker = image_picker({"empty": np.zeros((40, 30, 3), np.uint8)}, FakeHeatmapEstimator())
     picker.toggle.value = True
-    assert picker.message.value == "No person in empty: no heatmaps to show."
-    assert picker.figure.axes[0].get_title().startswith("empty: 0 people")
+    assert "No person in empty: no heatmaps to show." in picker.message.value
+    assert picker.caption.value.startswith("<b>empty</b>: 0 people, 0 joints drawn")
 
 
 def test_upload_adds_an_rgb_image_and_selects_it():
@@ -180,24 +189,52 @@ def test_upload_of_a_broken_file_names_it_and_keeps_the_picker():
     picker = image_picker(PATHS, FakeEstimator())
     picker.upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 5,
                             "content": memoryview(b"hello"), "last_modified": datetime.now(timezone.utc)},)
-    assert picker.message.value.startswith("uploaded file 'notes.txt' could not be decoded")
+    assert "uploaded file &#x27;notes.txt&#x27; is not an image; expected a JPEG, PNG" in picker.message.value
+    assert "BytesIO" not in picker.message.value and " at 0x" not in picker.message.value
     assert picker.dropdown.options == tuple(PATHS) and picker.dropdown.value == FIRST
+
+
+def test_add_images_takes_files_as_colab_uploads_them():
+    estimator = FakeEstimator()
+    picker = image_picker(PATHS, estimator)
+    picker.add_images({"a.png": _png_bytes("RGB", (20, 10), (1, 2, 3)), "b.bin": b"\x00\x01"})
+    assert picker.dropdown.value == "a.png" and estimator.calls[-1] == (10, 20, 3)
+    assert "&#x27;b.bin&#x27; is not an image" in picker.message.value
 
 
 def test_missing_file_is_reported_in_the_picker(tmp_path):
     picker = image_picker([PATHS[FIRST], tmp_path / "gone.jpg"], FakeEstimator())
     assert picker.dropdown.options == (FIRST, "gone.jpg")
     picker.dropdown.value = "gone.jpg"
-    assert picker.message.value.startswith(f"{tmp_path / 'gone.jpg'}: no such file")
+    assert f"{tmp_path / 'gone.jpg'}: no such file" in picker.message.value
     picker.slider.value = 0.5  # the threshold callback reports the same instead of raising
-    assert picker.message.value.startswith(f"{tmp_path / 'gone.jpg'}: no such file")
+    assert f"{tmp_path / 'gone.jpg'}: no such file" in picker.message.value
 
 
 def test_random_weights_are_not_called_a_prediction():
-    estimator = FakeEstimator()
+    estimator = FakeHeatmapEstimator()
     estimator.pretrained = False
     picker = image_picker(PATHS, estimator)
-    assert "random weights: not a prediction" in picker.figure.axes[0].get_title()
+    assert "random weights: not a prediction" in picker.caption.value
+    assert [t.get_text() for t in picker.figure.axes[0].texts] == [UNTRAINED_TITLE]  # on the picture itself
+    picker.toggle.value = True
+    assert picker.heatmap_figure.get_suptitle() == UNTRAINED_TITLE
+
+
+def test_given_boxes_are_used_and_named_in_the_caption():
+    estimator = FakeEstimator()
+    estimator.detector = None
+    boxes = np.array([[10.0, 20.0, 30.0, 40.0], [50.0, 60.0, 20.0, 30.0]])
+    picker = image_picker(PATHS, estimator, boxes={SECOND: boxes})
+    # Without a detector or given boxes the estimator takes the whole image: the caption says so.
+    assert estimator.boxes == [None]
+    assert "1 person (no detector, so the whole image is taken as one person)" in picker.caption.value
+    picker.dropdown.value = SECOND
+    np.testing.assert_array_equal(estimator.boxes[1], boxes)
+    assert picker.caption.value.startswith(f"<b>{SECOND}</b>: 2 people (in the given boxes), 34 joints drawn")
+    estimator.detector = object()
+    picker.dropdown.value = list(PATHS)[2]
+    assert "(found by the detector)" in picker.caption.value
 
 
 @pytest.mark.parametrize(
@@ -213,6 +250,11 @@ def test_bad_arguments_are_named(images, estimator, message):
         image_picker(images, estimator)
 
 
+def test_boxes_for_an_unknown_image_are_named():
+    with pytest.raises(PosekitError, match=r"boxes are given for \['other.jpg'\], which are not among the images"):
+        image_picker(PATHS, FakeEstimator(), boxes={"other.jpg": np.zeros((0, 4))})
+
+
 def test_front_ends_without_widgets_get_a_sentence():
     bundle = image_picker(PATHS, FakeEstimator())._repr_mimebundle_()
     assert bundle["text/plain"] == NO_FRONTEND_MESSAGE
@@ -225,3 +267,16 @@ def test_missing_ipywidgets_prints_what_to_install(monkeypatch, capsys):
     assert image_picker(PATHS, estimator) is None
     assert capsys.readouterr().out.strip() == NO_WIDGETS_MESSAGE
     assert estimator.calls == []
+
+
+def test_with_a_real_estimator_given_boxes_and_uploads_without_boxes_both_run():
+    from posekit.estimator import PoseEstimator
+
+    estimator = PoseEstimator(None, device="cpu", depth=18, flip_test=False)
+    boxes = np.array([[10.0, 10.0, 60.0, 120.0], [100.0, 20.0, 50.0, 100.0]])
+    picker = image_picker({"two": np.full((160, 200, 3), 90, np.uint8)}, estimator, boxes={"two": boxes})
+    assert picker.caption.value.startswith("<b>two</b>: 2 people (in the given boxes)")
+    picker.add_images({"mine.png": _png_bytes("RGB", (64, 48), (200, 10, 10))})
+    assert picker.message.value == ""
+    assert "1 person (no detector, so the whole image is taken as one person)" in picker.caption.value
+    assert "random weights: not a prediction" in picker.caption.value
