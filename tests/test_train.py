@@ -347,6 +347,14 @@ def test_finetune_from_a_checkpoint_with_another_joint_count_reinitialises_only_
         else:
             assert torch.equal(value, source.state_dict()[name]), name
     assert tuned.schedule.epochs == 1 and tuned.schedule.lr_steps == (9, 12)
+    # The fine-tuned 5-joint model runs in PoseEstimator straight from its checkpoint.
+    tuned.run()
+    from posekit.estimator import PoseEstimator
+
+    estimator = PoseEstimator(tmp_path / "second" / "out" / "last.pth", device="cpu")
+    assert estimator.model.input_spec.keypoint_names == HANDS_FEET.names
+    assert estimator.model.input_spec.flip_pairs == HANDS_FEET.flip_pairs
+    assert estimator.keypoints(np.zeros((120, 160, 3), np.uint8), np.array([[10.0, 10, 50, 80]])).shape == (1, 5, 3)
 
 
 def test_cli_trains_and_reports_bad_options_in_one_line(tmp_path):
