@@ -196,10 +196,23 @@ def crop_batch(
     range and channel order, on the image's device. ``output_size`` is (width, height).
     """
     pixels, is_uint8 = _image_as_float_chw(image)
-    height, width = pixels.shape[2:]
-    out_w, out_h = int(output_size[0]), int(output_size[1])
     crop_to_image = affine_matrices(centers, scales, output_size, rotations, inverse=True)
+    crops = warp_batch(pixels.expand(len(crop_to_image), -1, -1, -1), crop_to_image, output_size)
+    return crops.round_() if is_uint8 else crops
 
+
+def warp_batch(images: torch.Tensor, crop_to_image: np.ndarray, output_size: Sequence[int]) -> torch.Tensor:
+    """Crop ``images[n]`` through ``crop_to_image[n]`` for the whole batch with one ``grid_sample``.
+
+    The sampling of :func:`crop_batch` (bilinear, zero border, pixel centres on integers), for
+    any crop -> image matrices, e.g. augmented ones. Images of different sizes may share a batch
+    zero-padded at the right and bottom: padding with zeros samples exactly like the border.
+
+    Shape: images (N, 3, H, W) float, crop_to_image (N, 2, 3) -> (N, 3, out_h, out_w) float32 on
+    the images' device. ``output_size`` is (width, height).
+    """
+    height, width = images.shape[2:]
+    out_w, out_h = int(output_size[0]), int(output_size[1])
     # grid_sample (align_corners=False) reads image pixel x at (2x + 1) / W - 1. The grid is
     # one column term plus one row term, each rounded to float32 once from float64.
     to_grid = np.array([2.0 / width, 2.0 / height])
@@ -207,13 +220,12 @@ def crop_batch(
     offset = (crop_to_image[:, :, 2] + 0.5) * to_grid - 1.0
     col_terms = np.arange(out_w)[None, :, None] * linear[:, None, :, 0]
     row_terms = np.arange(out_h)[None, :, None] * linear[:, None, :, 1] + offset[:, None, :]
-    row_grid = torch.from_numpy(row_terms.astype(np.float32)).to(pixels.device)
-    col_grid = torch.from_numpy(col_terms.astype(np.float32)).to(pixels.device)
+    row_grid = torch.from_numpy(row_terms.astype(np.float32)).to(images.device)
+    col_grid = torch.from_numpy(col_terms.astype(np.float32)).to(images.device)
     grid = row_grid[:, :, None] + col_grid[:, None]  # (N, out_h, out_w, 2)
-    crops = torch.nn.functional.grid_sample(
-        pixels.expand(len(grid), -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    return torch.nn.functional.grid_sample(
+        images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
-    return crops.round_() if is_uint8 else crops
 
 
 def _image_as_float_chw(image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from posekit.coco17 import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON, joint_side
 from posekit.errors import PosekitError
 from posekit.files import atomic_write
+from posekit.keypoints import KeypointSet
 
 SIDE_COLORS: Mapping[str, str] = MappingProxyType({"left": "tab:blue", "right": "tab:orange", "center": "tab:green"})
 
@@ -42,6 +43,17 @@ _JOINT_RGB = _side_rgb([joint_side(k) for k in range(NUM_KEYPOINTS)])  # (17, 3)
 _LIMB_RGB = _side_rgb([joint_side(a) if joint_side(a) == joint_side(b) else "center" for a, b in SKELETON])
 
 
+def _set_style(keypoint_set: KeypointSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Limbs (L, 2), joint colours (K, 3) and limb colours (L, 3) of a keypoint set: the first joint
+    of each flip pair is its left one, joints in no pair are "center"."""
+    sides = ["center"] * keypoint_set.num_keypoints
+    for left, right in keypoint_set.flip_pairs:
+        sides[left], sides[right] = "left", "right"
+    limbs = np.array(keypoint_set.skeleton, dtype=np.int64).reshape(-1, 2)
+    limb_sides = [sides[a] if sides[a] == sides[b] else "center" for a, b in limbs]
+    return limbs, _side_rgb(sides), _side_rgb(limb_sides).reshape(-1, 3)
+
+
 def _as_numpy(array: object) -> np.ndarray:
     """A numpy view of ``array``; torch tensors (any device, with grad) are detached and copied to the CPU."""
     if hasattr(array, "detach"):
@@ -58,13 +70,13 @@ def _check_image(image: object, name: str, batched: bool = False) -> np.ndarray:
     return image
 
 
-def _check_keypoints(keypoints: object, name: str = "keypoints") -> np.ndarray:
+def _check_keypoints(keypoints: object, name: str = "keypoints", num_keypoints: int = NUM_KEYPOINTS) -> np.ndarray:
     keypoints = _as_numpy(keypoints).astype(np.float64)
     if keypoints.ndim == 2:
         keypoints = keypoints[None]
-    if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (num_keypoints, 3):
         raise PosekitError(
-            f"{name} must have shape ({NUM_KEYPOINTS}, 3) or (N, {NUM_KEYPOINTS}, 3) as x, y, score, "
+            f"{name} must have shape ({num_keypoints}, 3) or (N, {num_keypoints}, 3) as x, y, score, "
             f"got {keypoints.shape}"
         )
     return keypoints
@@ -83,8 +95,9 @@ def draw_skeleton(
     score_threshold: float = 0.3,
     ax: Axes | None = None,
     boxes: np.ndarray | None = None,
+    keypoint_set: KeypointSet | None = None,
 ) -> Axes:
-    """Draw COCO-17 skeletons over an image.
+    """Draw skeletons over an image: COCO-17, or the joints and limbs of ``keypoint_set``.
 
     Joints scoring below ``score_threshold`` are not drawn; a limb is drawn only when both its joints
     are. Opacity follows the score (``clip(score, MIN_ALPHA, 1)``; a limb takes its weaker joint's),
@@ -93,7 +106,7 @@ def draw_skeleton(
     ``"boxes"``; the view stays on the image even when a joint lies outside it.
 
     Shape: image (H, W, 3) uint8 RGB; keypoints (17, 3) or (N, 17, 3) as x, y, score in image
-    pixels; boxes (N, 4) COCO xywh or None.
+    pixels (K, 3) / (N, K, 3) for a ``keypoint_set`` of K joints; boxes (N, 4) COCO xywh or None.
 
     Args:
         ax: axes to draw into; a new figure sized to the image when None.
@@ -102,7 +115,10 @@ def draw_skeleton(
         The axes drawn into.
     """
     image = _check_image(image, "image")
-    keypoints = _check_keypoints(keypoints)
+    limbs, joint_colors, limb_colors = _LIMBS, _JOINT_RGB, _LIMB_RGB
+    if keypoint_set is not None:
+        limbs, joint_colors, limb_colors = _set_style(keypoint_set)
+    keypoints = _check_keypoints(keypoints, num_keypoints=len(joint_colors))
     if ax is None:
         height, width = image.shape[:2]
         _, ax = plt.subplots(figsize=(8.0, 8.0 * height / width), layout="constrained")
@@ -110,13 +126,13 @@ def draw_skeleton(
     xy, scores = keypoints[..., :2], keypoints[..., 2]
     visible = scores >= score_threshold  # NaN scores compare False: hidden
     alpha = np.clip(scores, MIN_ALPHA, 1.0)
-    joint_rgb = np.broadcast_to(_JOINT_RGB, (*visible.shape, 3))[visible]
+    joint_rgb = np.broadcast_to(joint_colors, (*visible.shape, 3))[visible]
     joint_rgba = np.column_stack([joint_rgb, alpha[visible]])
 
-    start, end = _LIMBS[:, 0], _LIMBS[:, 1]
+    start, end = limbs[:, 0], limbs[:, 1]
     limb_visible = visible[:, start] & visible[:, end]  # (N, L)
     segments = np.stack([xy[:, start], xy[:, end]], axis=2)[limb_visible]  # (S, 2, 2)
-    limb_rgb = np.broadcast_to(_LIMB_RGB, (*limb_visible.shape, 3))[limb_visible]
+    limb_rgb = np.broadcast_to(limb_colors, (*limb_visible.shape, 3))[limb_visible]
     limb_alpha = np.minimum(alpha[:, start], alpha[:, end])[limb_visible]
 
     ax.imshow(image)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.notebook
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("01_quickstart.ipynb", "02_coco_validation.ipynb", "03_skeletons_and_heatmaps.ipynb", "04_timing.ipynb",
-         "05_video_tracking.ipynb")
+         "05_video_tracking.ipynb", "06_finetune.ipynb")
 SAMPLE = ROOT / "posekit" / "data" / "coco_sample"
 COLAB_URL = "https://colab.research.google.com/github/posekit/posekit/blob/main/notebooks/{}"
 KERNEL = "posekit-test-python"
@@ -233,3 +233,16 @@ def test_video_tracking_runs_offline(kernel_specs: KernelSpecManager, offline: P
         ("every frame", "on"), ("every frame", "off"), ("every 5 frames", "on"), ("every 5 frames", "off")]
     assert all(float(fps) > 0 for _, _, fps in rows)
     assert _pictures(notebook) >= 2, "frames with ids and the wrist path"
+
+
+def test_finetune_runs_offline_on_synthetic_people(kernel_specs: KernelSpecManager, offline: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    notebook = _execute("06_finetune.ipynb", {"DEVICE": "cpu", "EPOCHS": 2, "OUT": str(out)}, kernel_specs)
+    printed = _printed(notebook)
+    assert "data: synthetic people (coco17)" in printed
+    before = float(re.search(r"^before training: PCK@0.1 ([\d.]+)", printed, re.MULTILINE).group(1))
+    final = re.search(r"^PCK@0.1 on the held-out people: before ([\d.]+), after ([\d.]+)", printed, re.MULTILINE)
+    assert float(final.group(1)) == before and 0.0 <= float(final.group(2)) <= 1.0
+    assert "2 epochs in" in printed and "pose_resnet_18, 17 joints" in printed
+    assert (out / "run" / "last.pth").is_file() and (out / "run" / "log.csv").is_file()
+    assert _pictures(notebook) >= 2, "the curves and the before/after skeletons"
