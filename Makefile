@@ -12,6 +12,7 @@ demo: venv
 	$(VENV)/bin/posekit demo
 
 test: venv
+	@bash tests/install_browser.sh
 	$(PY) -m pytest
 
 venv:

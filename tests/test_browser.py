@@ -42,7 +42,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 QUICKSTART = "01_quickstart.ipynb"
 VIDEO = "05_video_tracking.ipynb"
 # The fine-tuning notebook comes from another branch; it must run here once it exists.
-NAMES = (QUICKSTART, VIDEO, "06_finetune.ipynb")
+FINETUNE = "06_finetune.ipynb"
+NAMES = (QUICKSTART, VIDEO, FINETUNE)
 CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 SERVER_START_S = 60
 # Seconds for Run All, per notebook: the video notebook tracks the clip six times with a ResNet-50 on the CPU.
@@ -406,14 +407,28 @@ def _read_the_tracking(page, notebook: Notebook, tmp_path: Path) -> None:
         notebook.screenshot(f"figure-{index + 1}")
 
 
+def _read_the_finetune(page, notebook: Notebook, tmp_path: Path) -> None:
+    """After Run All offline: synthetic people, PCK before and after training, the curves and skeletons drawn."""
+    text = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    assert "data: synthetic people (coco17)" in text
+    before = float(re.search(r"^before training: PCK@0.1 ([\d.]+)", text, re.MULTILINE).group(1))
+    final = re.search(r"^PCK@0.1 on the held-out people: before ([\d.]+), after ([\d.]+)", text, re.MULTILINE)
+    assert final is not None and float(final.group(1)) == before and 0.0 <= float(final.group(2)) <= 1.0
+    pictures = page.locator(".jp-OutputArea-output img")
+    assert pictures.count() >= 2, "the loss/PCK curves and the before/after skeletons"
+    for index in range(2):
+        picture = pictures.nth(index)
+        picture.scroll_into_view_if_needed()
+        assert picture.evaluate("img => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0")
+        notebook.screenshot(f"figure-{index + 1}")
+
+
 # What each notebook's picker or other interactive part must do beyond running all cells.
-INTERACTIONS = {QUICKSTART: _use_the_picker, VIDEO: _read_the_tracking}
+INTERACTIONS = {QUICKSTART: _use_the_picker, VIDEO: _read_the_tracking, FINETUNE: _read_the_finetune}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_in_the_browser(name: str, lab: Lab, browser, artifacts: Path, tmp_path: Path) -> None:
-    if not (NOTEBOOKS / name).exists():
-        pytest.skip(f"{name} is not on this branch yet")
     page = browser.new_page(viewport=VIEWPORT)
     notebook = Notebook(page, name, lab, artifacts)
     try:

@@ -24,9 +24,9 @@ from posekit.crop import box_to_center_scale, crop_batch
 from posekit.errors import AnnotationError, DetectionsFormatError, ImageReadError
 from posekit.heatmaps import encode
 from posekit.spec import InputSpec
+from posekit.synthetic import make_synthetic_coco
 from posekit.weights import get_weights
 from spy_network import SpyNetwork
-from synthetic_coco import make_synthetic_coco
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 ANN_FILE = SAMPLE / "test_coco.json"
@@ -141,7 +141,12 @@ class OracleModel:
 
     def __call__(self, crops):
         distances = torch.cdist(crops.flatten(1), self.known)
-        assert distances.min(1).values.max() < 1e-3, "the oracle was shown a crop it does not know"
+        # A crop cut in a batch and the same crop cut alone may round a few pixels' values near .5
+        # to different grey levels (crop_batch's documented 1-level bound); in normalised units
+        # one grey level is 1 / (255 * 0.225) = 0.017, so 0.5 allows ~800 such pixels, while the
+        # nearest other person's crop is hundreds of grey levels away in norm (> 10).
+        nearest, runner_up = distances.topk(2, dim=1, largest=False).values.T
+        assert nearest.max() < 0.5 and runner_up.min() > 10, "the oracle was shown a crop it does not know"
         return self.heatmaps[distances.argmin(1)]
 
 
@@ -433,33 +438,6 @@ def test_results_file_is_written_whole(tmp_path):
     assert not list(path.parent.glob("*.part"))
     table = result.table({"AP": 0.704})
     assert "70.4" in table and f"{100 * result.stats['AP']:.1f}" in table
-
-
-# ---------------------------------------------------------------------------------------------
-# Synthetic data
-# ---------------------------------------------------------------------------------------------
-
-
-def test_synthetic_dataset_is_valid_coco_and_reproducible(tmp_path):
-    settings = dict(num_images=3, people_per_image=4, image_size=(200, 160), seed=7)
-    ann_a, images_a = make_synthetic_coco(tmp_path / "a", **settings)
-    ann_b, _ = make_synthetic_coco(tmp_path / "b", **settings)
-    assert ann_a.read_text() == ann_b.read_text()
-    data = json.loads(ann_a.read_text())
-    assert len(data["images"]) == 3 and len(data["annotations"]) == 12
-    dataset = CocoPersonDataset(ann_a, images_a)
-    assert dataset.num_people == 12
-    # Labelled joints sit on the drawn figures: the joint dots are near-white.
-    on_dot = []
-    for ann in data["annotations"]:
-        pixels = cv2.imread(str(images_a / f"{ann['image_id']:012d}.png"))
-        keypoints = np.reshape(ann["keypoints"], (17, 3))
-        for x, y, v in keypoints[keypoints[:, 2] > 0]:
-            on_dot.append(pixels[int(round(y)), int(round(x))].min() > 200)
-        x, y, w, h = ann["bbox"]
-        labelled = keypoints[keypoints[:, 2] > 0, :2]
-        assert (labelled >= np.subtract([x, y], 0.02)).all() and (labelled <= [x + w + 0.02, y + h + 0.02]).all()
-    assert np.mean(on_dot) > 0.8
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,9 +50,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from posekit import coco, viz, weights
-from synthetic_coco import make_synthetic_coco
 from posekit.cli import main
 from posekit.crop import box_to_center_scale, crop_batch
+from posekit.synthetic import make_synthetic_coco
 from posekit.errors import (
     ArgumentError,
     CheckpointError,
