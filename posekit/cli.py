@@ -705,6 +705,7 @@ def _run_export(args: argparse.Namespace) -> int:
         f"(batch, {expected.shape[1]}, {height // 4}, {width // 4}); onnx.checker passed; onnxruntime vs torch on a "
         f"batch of 2: max difference {error:.1e} of the largest heatmap value ({estimator.weights_source})"
     )
+    return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
