@@ -614,7 +614,7 @@ def _run_track(args: argparse.Namespace) -> int:
         except DownloadError as error:
             if args.weights not in (*WEIGHTS, DEFAULT):
                 raise
-            print(f"posekit track: note: {error}", file=sys.stderr)
+            print(f"posekit track: note: {error.for_cli()}", file=sys.stderr)
             depth = WEIGHTS[DEFAULT_WEIGHTS if args.weights == DEFAULT else args.weights].depth
             estimator = PoseEstimator(None, depth=depth, device=args.device, flip_test=not args.no_flip,
                                       backend=args.backend, precision=args.precision)

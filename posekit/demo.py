@@ -39,7 +39,8 @@ class DemoResult:
         pretrained: whether real pose weights were used.
         weights: which pose weights ran (name, path, or the untrained architecture).
         boxes_from: where the person boxes came from (a detector or the ground truth).
-        notes: why a fallback happened and how to get the real thing; empty when none did.
+        notes: why a fallback happened and how to get the real thing, worded for the command line
+            (``posekit demo`` prints them); empty when none did.
         seconds: wall-clock seconds per stage ("load models", "detect", "estimate", "draw").
         device: the torch device the networks ran on.
     """
@@ -106,7 +107,7 @@ def run_demo(
     try:
         estimator = PoseEstimator(pose_weights, **options)
     except DownloadError as error:
-        notes.append(str(error))
+        notes.append(error.for_cli())
         # Only registered names are downloaded: the untrained stand-in gets the same depth.
         depth = WEIGHTS[DEFAULT_WEIGHTS if str(pose_weights) == DEFAULT else str(pose_weights)].depth
         estimator = PoseEstimator(None, depth=depth, **options)
@@ -115,7 +116,7 @@ def run_demo(
         try:
             person_detector = PersonDetector(detector, device=estimator.device)
         except DownloadError as error:
-            notes.append(str(error))
+            notes.append(error.for_cli())
     seconds["load models"] = time.perf_counter() - start
 
     with open(COCO_SAMPLE_ANNOTATIONS, encoding="utf-8") as file:

@@ -167,6 +167,9 @@ def test_demo_offline_runs_end_to_end_and_says_untrained(tmp_path, capsys, offli
     assert figure.stat().st_size > 10_000 and str(figure) in stdout
     assert "UNTRAINED" in stdout and "NOT a prediction" in stdout
     assert "posekit weights download pose_resnet_50_256x192" in stdout and "--weights PATH" in stdout
+    # The notes are shown in a terminal: their advice names flags, not Python arguments.
+    notes = [line for line in stdout.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2 and not any("PoseEstimator(" in note or "estimator(images" in note for note in notes)
     assert "ground truth from test_coco.json" in stdout and "4 images, 14 people" in stdout
     assert "UNTRAINED" in titles[0] and "posekit weights download" in titles[0]
     with Image.open(figure) as image:
