@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.error import HTTPError
-from urllib.request import Request, urlopen
+from urllib.request import Request, build_opener
 
 from posekit.errors import ChecksumError, DownloadError, Hint
 
@@ -140,7 +140,9 @@ def _http_get(url: str, part: Path, progress: bool) -> None:
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        response = urlopen(Request(url, headers=headers), timeout=TIMEOUT_SECONDS)
+        # A fresh opener reads the proxy settings of this moment; urlopen's shared one keeps those of
+        # the process's first download for good.
+        response = build_opener().open(Request(url, headers=headers), timeout=TIMEOUT_SECONDS)
     except HTTPError as error:
         if error.code == 416 and offset:
             # The server cannot serve past our partial file: it is stale, start over.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -215,6 +216,31 @@ def test_hint_is_worded_for_python_and_for_the_command_line(closed_port_url, tmp
         hub.download_url(closed_port_url, tmp_path / "w.pth", progress=False, hint=hint)
     assert str(info.value).endswith(f"put it at {tmp_path / 'w.pth'}, or pass pose_weights=PATH")
     assert info.value.for_cli() == str(info.value).replace("pose_weights=PATH", "--weights PATH")
+
+
+PROXY_THEN_DIRECT = """
+import os, sys
+from posekit import hub
+from posekit.errors import DownloadError
+url, folder = sys.argv[1], sys.argv[2]
+os.environ["HTTP_PROXY"] = os.environ["http_proxy"] = "http://127.0.0.1:9"  # nothing listens there
+try:
+    hub.download_url(url, folder + "/first.pth", progress=False)
+    sys.exit("the download through a closed proxy succeeded")
+except DownloadError:
+    pass
+del os.environ["HTTP_PROXY"], os.environ["http_proxy"]
+hub.download_url(url, folder + "/second.pth", progress=False)
+"""
+
+
+def test_each_download_uses_the_proxy_settings_of_its_moment(server, tmp_path):
+    # A fresh process: urllib's shared opener would keep the first download's (closed) proxy for good.
+    environment = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "no_proxy")}
+    run = subprocess.run([sys.executable, "-c", PROXY_THEN_DIRECT, f"{server.url}/weights.pth", str(tmp_path)],
+                         capture_output=True, text=True, env=environment, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "second.pth").read_bytes() == PAYLOAD and not (tmp_path / "first.pth").exists()
 
 
 def test_http_error_is_reported(server, tmp_path):
