@@ -591,13 +591,11 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_track(args: argparse.Namespace) -> int:
-    import json
-
     from posekit.demo import UNTRAINED_TITLE
     from posekit.detect import PersonDetector
     from posekit.errors import DownloadError
     from posekit.estimator import PoseEstimator
-    from posekit.files import atomic_write
+    from posekit.files import write_json
     from posekit.smoothing import OneEuro
     from posekit.track import PoseTracker, to_posetrack, track_video
     from posekit.video import VideoSource
@@ -629,8 +627,7 @@ def _run_track(args: argparse.Namespace) -> int:
     if not run.frames:
         raise PosekitError(f"{args.input}: no frames could be read")
     if args.json is not None:
-        with atomic_write(args.json, "w") as file:
-            json.dump(to_posetrack(run.frames, run.file_names), file)
+        write_json(args.json, to_posetrack(run.frames, run.file_names))
     tracks = len({int(i) for f in run.frames for i in f.track_ids})
     detected = sum(f.detected for f in run.frames)
     print(

@@ -13,7 +13,6 @@ The joints come out in any :class:`~posekit.keypoints.KeypointSet` whose names a
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from posekit.coco17 import KEYPOINT_NAMES
 from posekit.errors import PosekitError
-from posekit.files import atomic_write
+from posekit.files import atomic_write, write_json
 from posekit.keypoints import COCO17, KeypointSet
 
 # Body proportions in units of body height, x to the person's left: shoulder and hip half
@@ -228,7 +227,5 @@ def make_synthetic_coco(
             for person, (box, row) in enumerate(zip(boxes, rows))
         ]
     ann_file = out_dir / "annotations.json"
-    with atomic_write(ann_file, "w") as file:
-        json.dump({"images": images, "annotations": annotations,
-                   "categories": [keypoint_set.coco_category()]}, file)
+    write_json(ann_file, {"images": images, "annotations": annotations, "categories": [keypoint_set.coco_category()]})
     return ann_file, image_dir
