@@ -18,7 +18,7 @@ import torch
 
 from posekit import topdown
 from posekit.device import resolve_device
-from posekit.errors import BoxError, PosekitError
+from posekit.errors import BoxError
 from posekit.export import inference_forward, resolve_backend, resolve_precision
 from posekit.images import ImageSource, load_image, sanitize_boxes
 from posekit.model import pose_resnet
