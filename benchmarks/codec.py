@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import torch
 
-from posekit.crop import affine_matrices, box_to_center_scale, crop_batch
-from posekit.heatmaps import decode
+from posekit.core.crop import affine_matrices, box_to_center_scale, crop_batch
+from posekit.core.heatmaps import decode
 
 PEOPLE, JOINTS, HEATMAP_W, HEATMAP_H, SIGMA = 200, 17, 48, 64, 2.0
 SAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample" / "000000196141.jpg"

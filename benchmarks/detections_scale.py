@@ -2,7 +2,7 @@
 
 Writes COCO detection-results files of N entries into a temporary folder, about 20 people per
 image as in the paper's val2017 detections file (so the number of images grows with N too), and
-times ``posekit.detect.read_boxes_file`` on each: parsing, checking every entry and grouping by
+times ``posekit.models.detect.read_boxes_file`` on each: parsing, checking every entry and grouping by
 image, what ``posekit predict --boxes`` does before its first image. It prints the best wall
 and CPU time of ``--repeats`` runs per size and the ratio of each size's CPU time to the smallest
 size's against the ratio of sizes: equal ratios mean linear time.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posekit.detect import read_boxes_file
+from posekit.models.detect import read_boxes_file
 
 PEOPLE_PER_IMAGE = 20
 

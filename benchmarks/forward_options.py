@@ -19,8 +19,8 @@ import warnings
 import torch
 
 from posekit.bench import count_flops, matmul_flops
-from posekit.export import fold_batchnorm, inference_forward
-from posekit.model import pose_resnet
+from posekit.models.pose_resnet import pose_resnet
+from posekit.models.runtime import fold_batchnorm, inference_forward
 
 
 def _eager(model, grad_mode, layout=torch.contiguous_format):

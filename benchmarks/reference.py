@@ -22,11 +22,11 @@ import torch
 from torchvision.transforms.functional import normalize, to_tensor
 
 from posekit.bench import PersonBatch, StageTimes, sample_people, time_stages
-from posekit.crop import affine_matrix, box_to_center_scale
-from posekit.export import inference_forward, resolve_backend
-from posekit.model import pose_resnet
-from posekit.spec import InputSpec
-from posekit.topdown import Forward, StageTimer, Stopwatch
+from posekit.core.crop import affine_matrix, box_to_center_scale
+from posekit.core.spec import InputSpec
+from posekit.core.topdown import Forward, StageTimer, Stopwatch
+from posekit.models.pose_resnet import pose_resnet
+from posekit.models.runtime import inference_forward, resolve_backend
 
 
 def reference_keypoints(
@@ -46,7 +46,7 @@ def reference_keypoints(
     flip of the input, a second forward, a pair-by-pair swap and a one-pixel shift; the
     quarter-pixel refinement and the mapping back to the image one joint at a time. The
     Python loops are the point: this is the baseline the batched core is measured against.
-    ``stopwatch`` is called with the stage names of :data:`posekit.topdown.STAGES`, as the
+    ``stopwatch`` is called with the stage names of :data:`posekit.core.topdown.STAGES`, as the
     core's is, so that the two are timed stage by stage.
 
     Shape: -> keypoints (N, K, 3) x, y, score in image pixels.

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from posekit.data import VIDEO_SAMPLE_BOXES, VIDEO_SAMPLE_CLIP
-from posekit.detect import DETECTORS, PersonDetector, load_detections
 from posekit.estimator import PoseEstimator
+from posekit.io.video import VideoSource
+from posekit.models.detect import DETECTORS, PersonDetector, load_detections
 from posekit.track import BOX_ENLARGE, PoseTracker
-from posekit.video import VideoSource
 
 
 def random_detector(name: str, device: str) -> PersonDetector:

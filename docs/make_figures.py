@@ -20,9 +20,9 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from posekit.coco17 import NUM_KEYPOINTS  # noqa: E402
+from posekit.core.coco17 import NUM_KEYPOINTS  # noqa: E402
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR  # noqa: E402
-from posekit.images import load_image  # noqa: E402
+from posekit.io.images import load_image  # noqa: E402
 from posekit.viz import draw_skeleton, save_figure  # noqa: E402
 
 OUTPUT = Path(__file__).resolve().parent / "skeleton.png"

@@ -4,6 +4,11 @@
     >>> estimator = posekit.PoseEstimator(detector="fasterrcnn_mobilenet_v3_large_fpn")
     >>> poses = estimator("people.jpg")           # boxes (N, 4), box_scores (N,), keypoints (N, 17, 3)
     >>> posekit.draw_skeleton(posekit.load_image("people.jpg"), poses.keypoints, boxes=poses.boxes)
+    >>> posekit.predict(["photos/"], estimator, out_dir="drawings")      # drawings + COCO results JSON
+    >>> posekit.track_video(posekit.PoseTracker(estimator), "clip.mp4", out="tracked.mp4")
+
+The package is layered (``docs/architecture.md``): ``core`` (arithmetic), ``io``, ``models``,
+``eval``, ``train``, then the applications at this level and ``cli``.
 
 The names below are imported on first use, so ``import posekit`` stays instant (no torch).
 """
@@ -17,19 +22,26 @@ _EXPORTS = {
     "PoseEstimator": "posekit.estimator",
     "Poses": "posekit.poses",
     "Person": "posekit.poses",
-    "PersonDetector": "posekit.detect",
-    "pose_resnet": "posekit.model",
-    "load_image": "posekit.images",
+    "predict": "posekit.predict",
+    "PoseTracker": "posekit.track",
+    "track_video": "posekit.track",
+    "PersonDetector": "posekit.models.detect",
+    "pose_resnet": "posekit.models.pose_resnet",
+    "WEIGHTS": "posekit.models.weights",
+    "load_image": "posekit.io.images",
     "draw_skeleton": "posekit.viz",
 }
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
-    from posekit.detect import PersonDetector
     from posekit.estimator import PoseEstimator
+    from posekit.io.images import load_image
+    from posekit.models.detect import PersonDetector
+    from posekit.models.pose_resnet import pose_resnet
+    from posekit.models.weights import WEIGHTS
     from posekit.poses import Person, Poses
-    from posekit.images import load_image
-    from posekit.model import pose_resnet
+    from posekit.predict import predict
+    from posekit.track import PoseTracker, track_video
     from posekit.viz import draw_skeleton
 
 

@@ -1,7 +1,7 @@
 """``posekit bench``: where the time of top-down inference goes, measured on this machine.
 
 The protocol is the seed's: mini-batches of 200 and 100 people through the whole top-down
-pipeline, here the library's own top-down core (:func:`posekit.topdown.keypoints`, what
+pipeline, here the library's own top-down core (:func:`posekit.core.topdown.keypoints`, what
 :class:`~posekit.estimator.PoseEstimator` and ``posekit eval`` run) on one bundled image holding
 all of them, timed per stage through its stopwatch hook. Next to every number the benchmark
 puts what it can be judged against, measured in the same run: the machine's dense throughput (a
@@ -29,15 +29,15 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from posekit import topdown
+from posekit.core import topdown
+from posekit.core.device import resolve_device
+from posekit.core.spec import DEFAULT_INPUT_SIZE, InputSpec
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
-from posekit.device import resolve_device
 from posekit.errors import PosekitError
-from posekit.export import inference_forward, resolve_backend, resolve_precision
-from posekit.files import atomic_write
-from posekit.images import load_image
-from posekit.model import pose_resnet
-from posekit.spec import DEFAULT_INPUT_SIZE, InputSpec
+from posekit.io.files import atomic_write
+from posekit.io.images import load_image
+from posekit.models.pose_resnet import pose_resnet
+from posekit.models.runtime import inference_forward, resolve_backend, resolve_precision
 
 # The seed's headline figure: seconds per mini-batch of person crops on a Colab K80 GPU.
 K80_SECONDS = {200: 3.856, 100: 0.611}
@@ -71,7 +71,7 @@ class StageTimes:
 
     @classmethod
     def from_timer(cls, timer: topdown.StageTimer) -> StageTimes:
-        """What a :class:`~posekit.topdown.StageTimer` summed, 0 for stages that did not run."""
+        """What a :class:`~posekit.core.topdown.StageTimer` summed, 0 for stages that did not run."""
         return cls(**{stage: timer.seconds.get(stage, 0.0) for stage in STAGES})
 
 
@@ -208,7 +208,7 @@ def time_stages(
     max_batch: int = 64,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, StageTimes]:
-    """The top-down core (:func:`posekit.topdown.keypoints`) on ``batch``, timed per stage.
+    """The top-down core (:func:`posekit.core.topdown.keypoints`) on ``batch``, timed per stage.
 
     Shape: -> keypoints (N, K, 3) x, y, score in image pixels, and the stage times.
     """
@@ -293,7 +293,7 @@ def run_benchmark(
         threads: CPU threads for torch and onnxruntime (None: torch's current setting).
         repeats: warm runs per batch size.
         max_batch: people per network call; bounds the memory.
-        backend: "torch", "onnxruntime", or "auto" (see :func:`posekit.export.inference_forward`).
+        backend: "torch", "onnxruntime", or "auto" (see :func:`posekit.models.runtime.inference_forward`).
         memory_people: numbers of people whose peak memory is reported.
 
     Returns:
@@ -455,7 +455,7 @@ def format_table(result: BenchResult) -> str:
     lines = header + [f"{label:<{label_width}}" + "".join(f"{cell:>{column_width + 2}}" for cell in cells) for label, cells in rows]
     memory = ", ".join(f"{people} people {peak / 2**20:.0f} MB" for people, peak in result.memory_peaks.items())
     lines += ["", f"peak memory in chunks of {result.max_batch} ({'CUDA allocated' if result.device.startswith('cuda') else 'RSS'} above start): {memory}"]
-    lines.append("the stages are those of posekit.topdown, the code PoseEstimator and posekit eval run; "
+    lines.append("the stages are those of posekit.core.topdown, the code PoseEstimator and posekit eval run; "
                  "the paper-style reference pipeline: python benchmarks/reference.py")
     lines += [f"note: {note}" for note in result.notes[1:]]
     return "\n".join(lines)

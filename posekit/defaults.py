@@ -10,7 +10,7 @@ DEFAULT_WEIGHTS = "pose_resnet_50_256x192"
 FALLBACK_WEIGHTS = "pose_resnet_50_256x192_mmpose"
 DEFAULT = "default"
 
-# Network runtimes and precisions (see posekit.export.inference_forward).
+# Network runtimes and precisions (see posekit.models.runtime.inference_forward).
 BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 

@@ -18,13 +18,14 @@ from matplotlib.figure import Figure
 
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
 from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, DEMO_DETECTOR
-from posekit.detect import PersonDetector, load_detections
 from posekit.errors import DownloadError
 from posekit.estimator import PoseEstimator
-from posekit.images import load_image
+from posekit.io.images import load_image
+from posekit.models.detect import PersonDetector, load_detections
+from posekit.models.weights import WEIGHTS
 from posekit.poses import Poses
 from posekit.viz import draw_skeleton, save_figure
-from posekit.weights import WEIGHTS
+
 UNTRAINED_TITLE = "UNTRAINED random weights: these keypoints are NOT a prediction"
 
 

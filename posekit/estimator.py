@@ -1,10 +1,10 @@
 """One object for the whole top-down pipeline: images in, per image the poses of its people out.
 
 For each image: person boxes (given, detected, or the whole image) -> the top-down core
-(:func:`posekit.topdown.keypoints`: crops, normalisation as the weights were trained, the
+(:func:`posekit.core.topdown.keypoints`: crops, normalisation as the weights were trained, the
 network with the flip test, flip-back, decoding), the same code ``posekit eval`` and
 ``posekit bench`` run. The network runs on the fastest forward measured for the device
-(:func:`posekit.export.inference_forward`): ONNX Runtime in fp32 on the CPU, torch with folded
+(:func:`posekit.models.runtime.inference_forward`): ONNX Runtime in fp32 on the CPU, torch with folded
 BatchNorm, NHWC and fp16 autocast on CUDA.
 """
 from __future__ import annotations
@@ -16,19 +16,19 @@ from typing import TYPE_CHECKING, Sequence, Union
 import numpy as np
 import torch
 
-from posekit import topdown
-from posekit.device import resolve_device
+from posekit.core import topdown
+from posekit.core.device import resolve_device
+from posekit.core.spec import InputSpec
+from posekit.core.validate import check_weights_argument, whole_number
 from posekit.errors import BoxError
-from posekit.export import inference_forward, resolve_backend, resolve_precision
-from posekit.images import ImageSource, load_image, sanitize_boxes
-from posekit.model import pose_resnet
+from posekit.io.images import ImageSource, load_image, sanitize_boxes
+from posekit.models.pose_resnet import pose_resnet
+from posekit.models.runtime import inference_forward, resolve_backend, resolve_precision
+from posekit.models.weights import DEFAULT, PoseWeights, load_model, resolve_weights
 from posekit.poses import Person, Poses
-from posekit.spec import InputSpec
-from posekit.validate import check_weights_argument, whole_number
-from posekit.weights import DEFAULT, PoseWeights, load_model, resolve_weights
 
 if TYPE_CHECKING:
-    from posekit.detect import PersonDetector
+    from posekit.models.detect import PersonDetector
 
 __all__ = ["PoseEstimator", "Poses", "Person", "resolve_device"]
 
@@ -45,9 +45,9 @@ class PoseEstimator:
             into the cache on first use; never replaced by another), a checkpoint path or URL,
             or None for random weights (untrained: the output is not a prediction). The
             architecture and how to feed it come from the checkpoint: see
-            :func:`posekit.weights.resolve_weights`.
+            :func:`posekit.models.weights.resolve_weights`.
         detector: None (boxes must be given, else the whole image is one person), a detector
-            name (see :data:`posekit.detect.DETECTORS`) or a :class:`~posekit.detect.PersonDetector`.
+            name (see :data:`posekit.models.detect.DETECTORS`) or a :class:`~posekit.models.detect.PersonDetector`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ...
         flip_test: average with the heatmaps of the mirrored crop, as the paper evaluates.
         decode: heatmap decoding, ``"argmax"``, ``"quarter"`` (the paper's) or ``"dark"``.
@@ -112,7 +112,7 @@ class PoseEstimator:
             )
         self.model = model.eval().to(self.device)
         if isinstance(detector, str):
-            from posekit.detect import PersonDetector
+            from posekit.models.detect import PersonDetector
 
             detector = PersonDetector(detector, device=self.device)
         self.detector = detector
@@ -153,7 +153,7 @@ class PoseEstimator:
             boxes: per image the person boxes (N, 4) x, y, w, h, or a ``(boxes, scores)`` pair;
                 for a single image just its boxes. None: run the detector, or without one take
                 the whole image as one person.
-            channels: ``"bgr"`` for OpenCV arrays; see :func:`~posekit.images.load_image`.
+            channels: ``"bgr"`` for OpenCV arrays; see :func:`~posekit.io.images.load_image`.
 
         Returns:
             For a single image its :class:`~posekit.poses.Poses`; for a list, one per image.
@@ -193,7 +193,7 @@ class PoseEstimator:
         """The poses of the people in the given boxes of one image.
 
         Boxes that are not finite, have no area or lie outside the image are skipped with one
-        warning (see :func:`~posekit.images.sanitize_boxes`); the others are clipped to the image.
+        warning (see :func:`~posekit.io.images.sanitize_boxes`); the others are clipped to the image.
 
         Args:
             image: a path, PIL image or (H, W, 3) uint8 array.
@@ -214,7 +214,7 @@ class PoseEstimator:
         return Poses(np.asarray(boxes, np.float32).reshape(-1, 4), scores[keep], self.keypoints(rgb, boxes))
 
     def keypoints(self, rgb: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
-        """The batched core: keypoints of valid boxes in one RGB image (:func:`posekit.topdown.keypoints`).
+        """The batched core: keypoints of valid boxes in one RGB image (:func:`posekit.core.topdown.keypoints`).
 
         Shape: rgb (H, W, 3) uint8, boxes_xywh (N, 4) finite with positive w, h ->
         (N, K, 3) float32 x, y, score in image pixels.

@@ -6,8 +6,8 @@ from typing import Iterator
 
 import numpy as np
 
-from posekit.coco17 import PERSON_CATEGORY_ID
-from posekit.oks import rescore
+from posekit.core.coco17 import PERSON_CATEGORY_ID
+from posekit.core.oks import rescore
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from posekit.oks import OKS_NMS_THRESHOLD, rescore
-from posekit.coco17 import NUM_KEYPOINTS, OKS_SIGMAS
+from posekit.core.coco17 import NUM_KEYPOINTS, OKS_SIGMAS
+from posekit.core.oks import OKS_NMS_THRESHOLD, rescore
+from posekit.core.smoothing import OneEuro
 from posekit.errors import PosekitError
-from posekit.flow import FlowFunction, RaftFlow, warp_keypoints
-from posekit.smoothing import OneEuro
+from posekit.models.flow import FlowFunction, RaftFlow, warp_keypoints
 
 if TYPE_CHECKING:
-    from posekit.video import Frame, VideoSource
+    from posekit.io.video import Frame, VideoSource
 
 # The paper's thresholds.
 BOX_THRESHOLD = 0.5  # detections scoring less are dropped
@@ -284,7 +284,7 @@ class PoseTracker:
         return self.propagation == "flow" or self.similarity == "flow-oks"
 
     def track(self, frames: Iterable[Frame]) -> Iterator[TrackedFrame]:
-        """Track through a sequence of :class:`~posekit.video.Frame` (e.g. a :class:`~posekit.video.VideoSource`)."""
+        """Track through a sequence of :class:`~posekit.io.video.Frame` (e.g. a :class:`~posekit.io.video.VideoSource`)."""
         for frame in frames:
             yield self.update(frame.rgb, frame.index, frame.time)
 
@@ -391,10 +391,10 @@ def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | Non
 
     ``images`` lists every frame in order (id = frame index, ``file_name`` from ``file_names`` or
     ``NNNNNN.jpg``); ``annotations`` holds one entry per tracked person with ``keypoints``
-    (x, y, score) * K, ``scores`` (per joint), ``bbox`` and ``score``. :func:`posekit.track_eval.load_posetrack`
+    (x, y, score) * K, ``scores`` (per joint), ``bbox`` and ``score``. :func:`posekit.eval.posetrack.load_posetrack`
     reads it back.
     """
-    from posekit.coco17 import KEYPOINT_NAMES, SKELETON
+    from posekit.core.coco17 import KEYPOINT_NAMES, SKELETON
 
     frames = list(frames)
     names = list(file_names) if file_names is not None else [f"{f.index:06d}.jpg" for f in frames]
@@ -455,7 +455,7 @@ def track_video(
 
     Args:
         tracker: a :class:`PoseTracker` (reset first: ids start at 1).
-        source: a :class:`~posekit.video.VideoSource` or what it reads: a video, a folder of frames, a webcam, a URL.
+        source: a :class:`~posekit.io.video.VideoSource` or what it reads: a video, a folder of frames, a webcam, a URL.
         out: an ``.mp4`` to write the annotated video to (whole or not at all), or None.
         caption: a line written on every annotated frame (say here that weights are untrained).
         score_threshold: joints drawn from this score.
@@ -465,7 +465,8 @@ def track_video(
     """
     from tqdm.auto import tqdm
 
-    from posekit.video import VideoSource, VideoWriter, draw_tracks
+    from posekit.io.video import VideoSource, VideoWriter
+    from posekit.viz import draw_tracks
 
     video = source if isinstance(source, VideoSource) else VideoSource(source)
     tracker.reset()

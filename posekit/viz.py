@@ -2,7 +2,7 @@
 
 matplotlib only. Every function returns its figure or axes and never calls ``plt.show()``, so the
 same code draws inline in a notebook, into a widget, or into a file on a headless machine.
-Colours follow the body side of each joint (:func:`posekit.coco17.joint_side`): left, right, centre.
+Colours follow the body side of each joint (:func:`posekit.core.coco17.joint_side`): left, right, centre.
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
-from matplotlib.colors import to_rgba_array
+from matplotlib.colors import hsv_to_rgb, to_rgba_array
 from matplotlib.figure import Figure
 
-from posekit.coco17 import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON, joint_side
+from posekit.core.coco17 import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON, joint_side
+from posekit.core.keypoints import KeypointSet
 from posekit.errors import PosekitError
-from posekit.files import atomic_write
-from posekit.keypoints import KeypointSet
+from posekit.io.files import atomic_write
 
 SIDE_COLORS: Mapping[str, str] = MappingProxyType({"left": "tab:blue", "right": "tab:orange", "center": "tab:green"})
 
@@ -287,3 +287,118 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 100) -> Path:
     with atomic_write(path) as file:
         fig.savefig(file, format=fmt, dpi=dpi)
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# Drawing tracked poses into the frame itself (video)
+# ------------------------------------------------------------------------------------------
+
+_LIMBS = np.array(SKELETON)
+_SIDE_RGB = np.round(
+    to_rgba_array([SIDE_COLORS[joint_side(k)] for k in range(NUM_KEYPOINTS)])[:, :3] * 255
+).astype(np.uint8)
+
+
+def track_colors(track_ids: np.ndarray) -> np.ndarray:
+    """A stable, well-spread colour per track id: hues stepped by the golden ratio.
+
+    Shape: track_ids (N,) int -> (N, 3) uint8 RGB. The same id always gets the same colour.
+    """
+    hues = (np.asarray(track_ids, np.float64) * 0.618033988749895) % 1.0
+    hsv = np.stack([hues, np.full_like(hues, 0.85), np.full_like(hues, 0.95)], axis=-1)
+    return np.round(hsv_to_rgb(hsv) * 255).astype(np.uint8).reshape(-1, 3)
+
+
+def _disc(radius: int) -> np.ndarray:
+    """Integer offsets of a filled disc. Shape: (D, 2) as dx, dy."""
+    grid = np.mgrid[-radius : radius + 1, -radius : radius + 1].reshape(2, -1).T
+    return grid[(grid**2).sum(1) <= radius * radius + radius]
+
+
+def _stamp(image: np.ndarray, points: np.ndarray, colors: np.ndarray, radius: int) -> None:
+    """Paint a disc of ``radius`` at every point, in place. Shape: points (P, 2) x, y; colors (P, 3) uint8."""
+    pixels = np.round(points).astype(np.int64)[:, None, :] + _disc(radius)[None]  # (P, D, 2)
+    rgb = np.broadcast_to(colors[:, None, :], (*pixels.shape[:2], 3))
+    inside = (pixels[..., 0] >= 0) & (pixels[..., 0] < image.shape[1]) & (pixels[..., 1] >= 0) & (pixels[..., 1] < image.shape[0])
+    image[pixels[..., 1][inside], pixels[..., 0][inside]] = rgb[inside]
+
+
+def _segment_points(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points one pixel apart along each segment, and the segment each came from.
+
+    Shape: starts, ends (S, 2) -> points (P, 2), segment index (P,).
+    """
+    steps = np.ceil(np.linalg.norm(ends - starts, axis=1)).astype(np.int64) + 1  # (S,)
+    fractions = np.arange(steps.max(initial=1))[None, :] / np.maximum(steps - 1, 1)[:, None]  # (S, n)
+    used = np.arange(fractions.shape[1])[None, :] < steps[:, None]
+    points = starts[:, None, :] + fractions[..., None] * (ends - starts)[:, None, :]
+    return points[used], np.broadcast_to(np.arange(len(starts))[:, None], used.shape)[used]
+
+
+def draw_tracks(
+    rgb: np.ndarray,
+    keypoints: np.ndarray,
+    track_ids: np.ndarray,
+    boxes: np.ndarray | None = None,
+    score_threshold: float = 0.3,
+    caption: str | None = None,
+) -> np.ndarray:
+    """Draw tracked skeletons on a frame: limbs and box in the track's colour, joints coloured by
+    body side (as in :mod:`posekit.viz`), and the id as a label.
+
+    Joints scoring under ``score_threshold`` are not drawn, nor limbs touching them. Line width
+    and label size follow the frame height. For K != 17 joints only joints are drawn, in the
+    track's colour.
+
+    Shape: rgb (H, W, 3) uint8; keypoints (N, K, 3) x, y, score; track_ids (N,); boxes (N, 4)
+    xywh or None (the label then sits above the highest joint). Returns a new (H, W, 3) uint8.
+
+    Args:
+        caption: a line written in red at the top left (e.g. that the weights are untrained).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = np.array(rgb, dtype=np.uint8, copy=True)
+    track_ids = np.asarray(track_ids, np.int64).reshape(-1)
+    font = ImageFont.load_default(size=max(10, image.shape[0] // 40))
+    if caption:
+        canvas = Image.fromarray(image)
+        big = ImageFont.load_default(size=max(12, image.shape[0] // 24))
+        ImageDraw.Draw(canvas).text((8, 8), caption, fill=(255, 0, 0), font=big, stroke_width=2, stroke_fill=(0, 0, 0))
+        image = np.array(canvas)
+    if len(track_ids) == 0:
+        return image
+    keypoints = np.asarray(keypoints, np.float64).reshape(len(track_ids), -1, 3)
+    colors = track_colors(track_ids)  # (N, 3)
+    radius = max(1, image.shape[0] // 360)
+    xy, visible = keypoints[..., :2], keypoints[..., 2] >= score_threshold
+    visible &= np.isfinite(xy).all(-1)
+    coco = keypoints.shape[1] == NUM_KEYPOINTS
+    if coco:
+        shown = visible[:, _LIMBS[:, 0]] & visible[:, _LIMBS[:, 1]]  # (N, L)
+        person = np.broadcast_to(np.arange(len(track_ids))[:, None], shown.shape)[shown]
+        points, segment = _segment_points(xy[:, _LIMBS[:, 0]][shown], xy[:, _LIMBS[:, 1]][shown])
+        _stamp(image, points, colors[person][segment], radius)
+    joint_colors = np.broadcast_to(_SIDE_RGB if coco else colors[:, None, :], (*visible.shape, 3))
+    _stamp(image, xy[visible], joint_colors[visible], radius + 1)
+    if boxes is not None:
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        corners = np.stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:] * [1, 0], boxes[:, :2] + boxes[:, 2:],
+                            boxes[:, :2] + boxes[:, 2:] * [0, 1]], axis=1)  # (N, 4, 2) clockwise
+        points, segment = _segment_points(corners.reshape(-1, 2), np.roll(corners, -1, axis=1).reshape(-1, 2))
+        _stamp(image, points, colors[segment // 4], max(1, radius // 2))
+        anchors = boxes[:, :2]
+    else:
+        masked = np.where(visible[..., None], xy, np.inf)
+        anchors = np.stack([masked[..., 0].min(1), masked[..., 1].min(1)], axis=1)
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    for (x, y), track_id, color in zip(anchors, track_ids, colors):  # text: one PIL call per label
+        if not np.isfinite([x, y]).all():
+            continue
+        label = f"{track_id}"
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        y = max(0.0, y - (bottom - top) - 6 - 2 * radius)  # clear of the joint or box edge below
+        draw.rectangle((x, y, x + right - left + 6, y + bottom - top + 4), fill=tuple(int(c) for c in color))
+        draw.text((x + 3 - left, y + 2 - top), label, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from posekit.demo import UNTRAINED_TITLE
 from posekit.errors import ImageReadError, PosekitError
-from posekit.images import ImageSource, load_image
+from posekit.io.images import ImageSource, load_image
 from posekit.poses import Poses
 from posekit.viz import draw_skeleton, show_heatmaps
 

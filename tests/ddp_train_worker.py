@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from posekit import distributed
-from posekit.train import TrainConfig, Trainer
+from posekit.train import distributed
+from posekit.train.trainer import TrainConfig, Trainer
 
 ann_file, image_dir, out, steps, batch = sys.argv[1:6]
 torch.set_num_threads(1)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from posekit.spec import InputSpec
+from posekit.core.spec import InputSpec
 
 
 class SpyNetwork:
     """Records each call's input and answers flat heatmaps; ``input_spec`` says how to feed it
-    (what :func:`posekit.coco.evaluate` reads from a model)."""
+    (what :func:`posekit.eval.coco.evaluate` reads from a model)."""
 
     def __init__(self, spec: InputSpec) -> None:
         self.input_spec, self.inputs = spec, []

@@ -23,10 +23,10 @@ from posekit.bench import (
     time_stages,
 )
 from posekit.cli import main
-from posekit.export import inference_forward
-from posekit.model import pose_resnet
-from posekit.spec import InputSpec
-from posekit.topdown import STAGES
+from posekit.core.spec import InputSpec
+from posekit.core.topdown import STAGES
+from posekit.models.pose_resnet import pose_resnet
+from posekit.models.runtime import inference_forward
 
 INPUT = (64, 96)  # (width, height): small, multiples of 32
 SPEC = InputSpec(input_size=INPUT)

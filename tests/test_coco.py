@@ -17,16 +17,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from posekit.coco import CocoPersonDataset, evaluate
-from posekit.coco17 import FLIP_INDEX
-from posekit.crop import box_to_center_scale, crop_batch
-from posekit.errors import AnnotationError, DetectionsFormatError, ImageReadError
-from posekit.heatmaps import encode
-from posekit.spec import InputSpec
-from posekit.synthetic import make_synthetic_coco
-from posekit.weights import get_weights
 from spy_network import SpyNetwork
+
+from posekit.core.coco17 import FLIP_INDEX
+from posekit.core.crop import box_to_center_scale, crop_batch
+from posekit.core.heatmaps import encode
+from posekit.core.spec import InputSpec
+from posekit.errors import AnnotationError, DetectionsFormatError, ImageReadError
+from posekit.eval.coco import CocoPersonDataset, evaluate
+from posekit.models.weights import get_weights
+from posekit.train.synthetic import make_synthetic_coco
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 ANN_FILE = SAMPLE / "test_coco.json"
@@ -116,7 +116,7 @@ def person_crops(dataset, spec):
 
 class OracleModel:
     """Recognises which person (and whether mirrored) each crop is and returns that person's
-    keypoints rendered as training targets by posekit.heatmaps.encode, joint k's map scaled
+    keypoints rendered as training targets by posekit.core.heatmaps.encode, joint k's map scaled
     by ``confidence[k]`` (its peak, so the keypoint score)."""
 
     def __init__(self, dataset, keypoints, confidence=np.ones(17), spec=InputSpec()):
@@ -469,7 +469,7 @@ def file_server(tmp_path):
 def serve_coco_zips(folder, base_url, monkeypatch):
     import zipfile
 
-    from posekit import cocodata
+    from posekit.io import cocodata
 
     with zipfile.ZipFile(folder / "val2017.zip", "w") as bundle:
         for image in SAMPLE.glob("*.jpg"):
@@ -482,8 +482,8 @@ def serve_coco_zips(folder, base_url, monkeypatch):
 
 
 def test_download_coco_lays_out_val2017(tmp_path, file_server, monkeypatch):
-    from posekit import cocodata as coco
-    from posekit import hub
+    from posekit.io import cocodata as coco
+    from posekit.io import hub
 
     serve_coco_zips(*file_server, monkeypatch)
     calls = []
@@ -513,8 +513,8 @@ def test_download_coco_lays_out_val2017(tmp_path, file_server, monkeypatch):
 
 
 def test_download_coco_offline_says_what_to_do(tmp_path, monkeypatch):
-    from posekit import cocodata as coco
     from posekit.errors import DownloadError
+    from posekit.io import cocodata as coco
 
     closed_port = "http://127.0.0.1:1"  # nothing listens there: the same failure as being offline
     urls = {"val2017": f"{closed_port}/val2017.zip", "annotations": f"{closed_port}/a.zip"}
@@ -529,8 +529,8 @@ def test_download_coco_offline_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_download_coco_rejects_a_corrupt_archive(tmp_path, file_server, monkeypatch):
-    from posekit import cocodata as coco
     from posekit.errors import DownloadError, PosekitError
+    from posekit.io import cocodata as coco
 
     folder, base_url = file_server
     (folder / "val2017.zip").write_bytes(b"<html>quota exceeded</html>")
@@ -547,8 +547,8 @@ def tiny_registered_weights(tmp_path, monkeypatch):
     """A depth-18, 64x96 registry entry and a random checkpoint file named like its release."""
     import dataclasses
 
-    from posekit import weights
-    from posekit.model import pose_resnet
+    from posekit.models import weights
+    from posekit.models.pose_resnet import pose_resnet
 
     entry = dataclasses.replace(
         weights.WEIGHTS[weights.DEFAULT_WEIGHTS], name="tiny", depth=18, input_size=(64, 96), filename="tiny.pth"
@@ -598,7 +598,7 @@ def test_a_model_with_the_wrong_output_gets_a_clear_error():
 
 def test_clean_boxes_equals_the_official_per_box_rule():
     """The official loader's loop, transcribed: clip to the image, keep if x2 >= x1 and y2 >= y1."""
-    from posekit.coco import clean_boxes
+    from posekit.eval.coco import clean_boxes
 
     rng = np.random.default_rng(7)
     sizes = rng.integers(20, 200, size=(300, 2)).astype(np.float64)
@@ -617,7 +617,7 @@ def test_clean_boxes_equals_the_official_per_box_rule():
 def test_evaluate_gives_exactly_the_keypoints_of_the_estimator():
     """posekit eval and PoseEstimator run one top-down core: the same keypoints, bit for bit."""
     from posekit.estimator import PoseEstimator
-    from posekit.images import load_image
+    from posekit.io.images import load_image
 
     torch.manual_seed(0)
     estimator = PoseEstimator(None, depth=18, device="cpu")

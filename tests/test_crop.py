@@ -1,4 +1,4 @@
-"""posekit.crop against OpenCV and against slow per-person transcriptions of the official rules."""
+"""posekit.core.crop against OpenCV and against slow per-person transcriptions of the official rules."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from posekit.crop import (
+from posekit.core.crop import (
     affine_matrices,
     affine_matrix,
     box_to_center_scale,

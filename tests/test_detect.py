@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from posekit import detect
-from posekit.detect import PersonDetector, load_detections
 from posekit.errors import CheckpointError, DetectionsFormatError, DownloadError
-from posekit.images import load_image
+from posekit.io.images import load_image
+from posekit.models import detect
+from posekit.models.detect import PersonDetector, load_detections
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 FAST = "fasterrcnn_mobilenet_v3_large_fpn"

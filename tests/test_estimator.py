@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from spy_network import SpyNetwork
 
-from posekit import weights
-from posekit.crop import box_to_center_scale, crop_batch
+from posekit.core.crop import box_to_center_scale, crop_batch
+from posekit.core.heatmaps import decode, flip_back
 from posekit.errors import DownloadError
 from posekit.estimator import PoseEstimator
+from posekit.io.images import load_image
+from posekit.models import weights
+from posekit.models.pose_resnet import pose_resnet
 from posekit.poses import Person, Poses
-from spy_network import SpyNetwork
-from posekit.heatmaps import decode, flip_back
-from posekit.images import load_image
-from posekit.model import pose_resnet
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 COCO = json.loads((SAMPLE / "test_coco.json").read_text())
@@ -307,7 +307,7 @@ def test_a_checkpoint_under_any_file_name_is_fed_as_its_keys_say(tmp_path, head,
 
 
 def test_crops_and_forward_calls_follow_max_batch(estimator, monkeypatch):
-    from posekit import topdown
+    from posekit.core import topdown
 
     cropped = []
     real_crop = topdown.crop_batch

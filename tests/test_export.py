@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from posekit.errors import PosekitError
-from posekit.export import OnnxRuntimeForward, export_onnx, fold_batchnorm, inference_forward, resolve_backend
-from posekit.model import pose_resnet
+from posekit.models.pose_resnet import pose_resnet
+from posekit.models.runtime import OnnxRuntimeForward, export_onnx, fold_batchnorm, inference_forward, resolve_backend
 
 INPUT = (64, 96)  # (width, height): small, multiples of 32
 
@@ -138,7 +138,7 @@ def test_onnxruntime_backend_refuses_torch_only_options(model):
 
 
 def test_onnx_export_leaves_the_callers_model_in_its_mode(model, tmp_path):
-    from posekit.export import export_onnx
+    from posekit.models.runtime import export_onnx
 
     model.train()
     try:
@@ -154,7 +154,7 @@ def test_onnx_export_leaves_the_callers_model_in_its_mode(model, tmp_path):
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     """An empty posekit cache and no export held in this process (as in a new process)."""
-    from posekit import export
+    from posekit.models import runtime as export
 
     monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
     monkeypatch.setattr(export, "_SESSIONS", {})
@@ -166,7 +166,7 @@ def _no_export(*args, **kwargs):
 
 
 def test_onnx_export_is_written_once_and_reused_by_the_next_process(model, images, fresh_cache, monkeypatch):
-    from posekit import export
+    from posekit.models import runtime as export
 
     first = inference_forward(model, "onnxruntime", input_size=INPUT)
     [path] = fresh_cache.iterdir()
@@ -180,7 +180,7 @@ def test_onnx_export_is_written_once_and_reused_by_the_next_process(model, image
 
 
 def test_the_export_key_follows_the_weights_and_the_input_size(model):
-    from posekit.export import export_key
+    from posekit.models.runtime import export_key
 
     other = pose_resnet(depth=18).eval()
     assert export_key(model, INPUT) == export_key(model, INPUT)
@@ -195,7 +195,7 @@ def test_the_export_key_follows_the_weights_and_the_input_size(model):
 
 
 def test_a_corrupt_cached_export_is_exported_again(model, images, fresh_cache):
-    from posekit.export import export_key
+    from posekit.models.runtime import export_key
 
     fresh_cache.mkdir(parents=True)
     path = fresh_cache / f"{export_key(model, INPUT)}.onnx"
@@ -216,7 +216,7 @@ def test_an_unwritable_cache_still_runs(model, images, fresh_cache, tmp_path, mo
 
 
 def test_precision_choice_and_reduced_precision_forward(model, images):
-    from posekit.export import resolve_precision
+    from posekit.models.runtime import resolve_precision
 
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "fp16"
     assert resolve_precision("bf16", "cpu") == "bf16"

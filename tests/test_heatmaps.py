@@ -1,4 +1,4 @@
-"""posekit.heatmaps against slow per-joint transcriptions of the official (and DARK) rules."""
+"""posekit.core.heatmaps against slow per-joint transcriptions of the official (and DARK) rules."""
 from __future__ import annotations
 
 import cv2
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from posekit.coco17 import FLIP_PAIRS
+from posekit.core.coco17 import FLIP_PAIRS
+from posekit.core.heatmaps import decode, encode, flip_back, heatmap_maxima
 from posekit.errors import PosekitError
-from posekit.heatmaps import decode, encode, flip_back, heatmap_maxima
 
 
 # ---------------------------------------------------------------- slow references (one joint at a time)

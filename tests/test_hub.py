@@ -18,10 +18,11 @@ import pytest
 import requests
 import torch
 
-from posekit import hub, weights
 from posekit.cli import main
 from posekit.errors import ChecksumError, DownloadError, Hint
-from posekit.model import pose_resnet
+from posekit.io import hub
+from posekit.models import weights
+from posekit.models.pose_resnet import pose_resnet
 
 PAYLOAD = bytes(range(256)) * 600  # 153,600 bytes: several reads, not a multiple of the chunk size
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -220,7 +221,7 @@ def test_hint_is_worded_for_python_and_for_the_command_line(closed_port_url, tmp
 
 PROXY_THEN_DIRECT = """
 import os, sys
-from posekit import hub
+from posekit.io import hub
 from posekit.errors import DownloadError
 url, folder = sys.argv[1], sys.argv[2]
 os.environ["HTTP_PROXY"] = os.environ["http_proxy"] = "http://127.0.0.1:9"  # nothing listens there
@@ -275,7 +276,7 @@ def test_concurrent_processes_end_with_one_intact_file(server, tmp_path):
     server.seconds_per_chunk = 0.02
     dest = tmp_path / "weights.pth"
     code = (
-        "import sys; from posekit.hub import download_url; "
+        "import sys; from posekit.io.hub import download_url; "
         "download_url(sys.argv[1], sys.argv[2], sha256=sys.argv[3], progress=False)"
     )
     args = [sys.executable, "-c", code, f"{server.url}/weights.pth", str(dest), PAYLOAD_SHA256]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from posekit.errors import BoxError, ImageReadError
-from posekit.images import find_images, load_image, sanitize_boxes
+from posekit.io.images import find_images, load_image, sanitize_boxes
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 

@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from posekit.model import PoseResNet, pose_resnet
+from posekit.models.pose_resnet import PoseResNet, pose_resnet
 
 # Copy of ../shared/manifests/official_pose_resnet.json: keys and shapes the paper's code builds.
 MANIFEST = json.loads((Path(__file__).parent / "data" / "official_pose_resnet.json").read_text())

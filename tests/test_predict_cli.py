@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from posekit import demo, detect, weights
+from posekit import demo
 from posekit.cli import main
-from posekit.model import pose_resnet
+from posekit.models import detect, weights
+from posekit.models.pose_resnet import pose_resnet
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 ANNOTATIONS = SAMPLE / "test_coco.json"

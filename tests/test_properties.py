@@ -16,9 +16,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posekit.coco17 import FLIP_INDEX, FLIP_PAIRS, KEYPOINT_NAMES, NUM_KEYPOINTS
-from posekit.crop import affine_matrices, box_to_center_scale, crop_batch, transform_preds
-from posekit.heatmaps import decode, encode, flip_back
+from posekit.core.coco17 import FLIP_INDEX, FLIP_PAIRS, KEYPOINT_NAMES, NUM_KEYPOINTS
+from posekit.core.crop import affine_matrices, box_to_center_scale, crop_batch, transform_preds
+from posekit.core.heatmaps import decode, encode, flip_back
 
 SLACK = 16 * 2.0**-24
 # Modest example counts keep the file at a few seconds; database=None leaves no .hypothesis folder behind.

@@ -49,10 +49,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from posekit import coco, viz, weights
+from posekit import viz
 from posekit.cli import main
-from posekit.crop import box_to_center_scale, crop_batch
-from posekit.synthetic import make_synthetic_coco
+from posekit.core.crop import box_to_center_scale, crop_batch
 from posekit.errors import (
     ArgumentError,
     CheckpointError,
@@ -63,9 +62,12 @@ from posekit.errors import (
     PosekitError,
 )
 from posekit.estimator import PoseEstimator
-from posekit.files import atomic_write
-from posekit.images import load_image
-from posekit.model import pose_resnet
+from posekit.eval import coco
+from posekit.io.files import atomic_write
+from posekit.io.images import load_image
+from posekit.models import weights
+from posekit.models.pose_resnet import pose_resnet
+from posekit.train.synthetic import make_synthetic_coco
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 PHOTO = SAMPLE / "000000000785.jpg"
@@ -274,7 +276,7 @@ def test_same_named_inputs_get_distinct_deterministic_output_names(tmp_path, cap
 
 
 def test_output_names_stay_distinct_when_flattened_paths_meet():
-    from posekit.cli import _output_stems
+    from posekit.predict import _output_stems
 
     paths = [Path("a_b/x.jpg"), Path("a/b/x.jpg"), Path("x.png"), Path("a/solo.jpg"), Path("b/solo.jpg")]
     assert _output_stems(paths) == ["a_b_x_jpg", "a_b_x_jpg_2", "x_png", "a_solo_jpg", "b_solo_jpg"]
@@ -595,14 +597,14 @@ def test_max_batch_below_one_is_a_clear_error():
 
 
 def test_a_sha256_shorter_than_8_digits_is_refused(tmp_path):
-    from posekit import hub
+    from posekit.io import hub
 
     with pytest.raises(ValueError, match="at least its first 8 digits"):
         hub.download_url("http://127.0.0.1:1/x.pth", tmp_path / "x.pth", sha256="", progress=False)
 
 
 def test_a_detector_checkpoint_that_is_no_checkpoint_is_one_checkpoint_error(tmp_path):
-    from posekit.detect import PersonDetector
+    from posekit.models.detect import PersonDetector
 
     for content in (b"not a checkpoint at all", PHOTO.read_bytes()[:5000]):
         path = tmp_path / "detector.pth"
@@ -903,7 +905,7 @@ def test_a_signal_while_writing_a_drawing_leaves_no_part_file_and_fresh_results(
 SIGTERM_CHILD = """
 import dataclasses, pathlib, sys, time
 import matplotlib.figure
-from posekit import weights
+from posekit.models import weights
 from posekit.cli import main
 
 checkpoint, marker = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -954,7 +956,7 @@ def test_sigterm_to_a_real_process_leaves_only_complete_files(tmp_path, checkpoi
 
 
 def test_remove_pending_deletes_temporaries_even_when_the_exception_is_swallowed(tmp_path):
-    from posekit.files import remove_pending
+    from posekit.io.files import remove_pending
 
     target = tmp_path / "x.bin"
     writer = atomic_write(target)
@@ -1012,7 +1014,7 @@ def test_a_full_disk_while_drawing_ends_the_run_without_a_truncated_file(tmp_pat
 
 FILE_SIZE_LIMIT_CHILD = """
 import dataclasses, resource, sys
-from posekit import weights
+from posekit.models import weights
 from posekit.cli import main
 
 entry = dataclasses.replace(weights.get_weights(weights.DEFAULT_WEIGHTS), name="child_test", depth=18,
@@ -1066,7 +1068,7 @@ name_parts = st.sampled_from(["a", "img", "frame_", "COCO_val2014_", "x_y_", ""]
     listed=st.dictionaries(st.integers(0, 11), st.integers(0, 15), max_size=4),
 )
 def test_image_ids_are_unique_and_keep_every_id_that_is_not_contested(entries, listed):
-    from posekit.cli import _image_ids
+    from posekit.predict import _image_ids
 
     # Distinct folders, so equal names are different files (as a/img.jpg and b/img.jpg).
     paths = [Path(f"d{i}") / f"{part}{'' if number is None else f'{number:0{i % 3 + 1}d}'}{suffix}"
@@ -1098,7 +1100,7 @@ def test_image_ids_are_unique_and_keep_every_id_that_is_not_contested(entries, l
 
 
 def test_numbers_in_names_beyond_int64_or_not_ascii_are_no_image_ids():
-    from posekit.cli import _image_ids
+    from posekit.predict import _image_ids
 
     paths = [Path("9" * 30 + ".jpg"), Path(f"{2**63}.jpg"), Path(f"{2**63 - 1}.jpg"), Path("\u0663\u0664.jpg")]
     with warnings.catch_warnings(record=True) as caught:
@@ -1134,7 +1136,7 @@ def test_colliding_ids_without_boxes_are_renumbered_and_said(tmp_path, capsys, c
 
 
 def test_one_file_under_many_spellings_is_one_image(tmp_path, capsys, checkpoint, monkeypatch):
-    from posekit.images import find_images
+    from posekit.io.images import find_images
 
     image = write_png(tmp_path / "a.png")
     (tmp_path / "link.png").symlink_to(image)
@@ -1166,7 +1168,7 @@ def test_nan_scores_never_reach_the_json(tmp_path, capsys, checkpoint):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
 def test_writing_nan_as_json_is_refused_and_writes_nothing(tmp_path, value):
-    from posekit.files import write_json
+    from posekit.io.files import write_json
 
     with pytest.raises(OutputError, match="holds NaN or infinity, which JSON cannot represent"):
         write_json(tmp_path / "r.json", [{"score": value}])
@@ -1200,7 +1202,7 @@ entries = st.one_of(
 @given(content=st.one_of(st.lists(entries, max_size=8), st.fixed_dictionaries({"annotations": st.lists(entries, max_size=6)}),
                          json_values))
 def test_any_detections_content_loads_or_is_one_detections_format_error(content):
-    from posekit.detect import load_detections
+    from posekit.models.detect import load_detections
 
     try:
         by_image = load_detections(content)
@@ -1435,7 +1437,7 @@ def test_numbers_out_of_range_are_refused_by_the_argument_parser(capsys, argv, m
 
 @pytest.mark.parametrize("device", ["xpu", "hpu", "meta", "cuda:abc", "vulkan", "privateuseone", None, 3.5, "cuda:-1"])
 def test_devices_torch_knows_but_posekit_cannot_use_are_one_posekit_error(device):
-    from posekit.estimator import resolve_device
+    from posekit.core.device import resolve_device
 
     if device == "xpu" and getattr(torch, "xpu", None) is not None and torch.xpu.is_available():
         pytest.skip("this machine has an XPU")
@@ -1506,7 +1508,7 @@ def test_channels_other_than_rgb_or_bgr_is_an_argument_error():
 
 def test_grouping_a_large_detections_file_matches_a_plain_grouping(tmp_path):
     """100k entries over 5000 images: the linear grouping gives what a dictionary of lists gives."""
-    from posekit.detect import read_boxes_file
+    from posekit.models.detect import read_boxes_file
 
     rng = np.random.default_rng(0)
     image_ids = rng.integers(0, 5000, 100_000)
@@ -1531,7 +1533,7 @@ def test_grouping_a_large_detections_file_matches_a_plain_grouping(tmp_path):
 
 def test_the_summary_time_includes_reading_the_boxes(tmp_path, capsys, checkpoint, monkeypatch):
     """posekit 0.1 started its clock after reading --boxes: minutes of reading showed as under a second."""
-    from posekit import detect
+    from posekit.models import detect
 
     real = detect.read_boxes_file
 

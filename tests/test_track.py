@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from posekit.core.coco17 import OKS_SIGMAS
+from posekit.core.smoothing import OneEuro
 from posekit.errors import PosekitError
-from posekit.flow import RaftFlow, warp_keypoints
-from posekit.smoothing import OneEuro
+from posekit.eval.posetrack import AnnotatedFrame, evaluate_tracking
+from posekit.models.flow import RaftFlow, warp_keypoints
 from posekit.track import PoseTracker, box_iou, box_nms, greedy_match, joint_boxes, pose_similarity
-from posekit.track_eval import AnnotatedFrame, evaluate_tracking
-from posekit.coco17 import OKS_SIGMAS
 
 # A standing person, about 100 px tall: x, y of the 17 COCO joints relative to the top of the head.
 TEMPLATE = np.array([

@@ -17,7 +17,7 @@ import torch
 
 from posekit.cli import main
 from posekit.data import VIDEO_SAMPLE_BOXES, VIDEO_SAMPLE_CLIP, VIDEO_SAMPLE_DIR
-from posekit.model import pose_resnet
+from posekit.models.pose_resnet import pose_resnet
 
 BOXES_PER_FRAME = [3, 3, 3, 4, 4]  # boxes.json: three players, the goalkeeper from frame 3
 
@@ -136,7 +136,7 @@ def test_export_rejects_an_input_size_the_network_cannot_take(checkpoint, tmp_pa
 def test_track_with_the_detector(offline, tmp_path, monkeypatch, capsys):
     """The detector path end to end: a detector with random weights, placed where torchvision keeps
     its downloads (timing and plumbing only: it finds nobody, as random weights should)."""
-    from posekit.detect import DETECTORS
+    from posekit.models.detect import DETECTORS
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     spec = DETECTORS["fasterrcnn_mobilenet_v3_large_fpn"]

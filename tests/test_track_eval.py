@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from posekit.errors import AnnotationError
-from posekit.track_eval import AnnotatedFrame, average_precision, evaluate_tracking, head_sizes, load_posetrack
+from posekit.eval.posetrack import AnnotatedFrame, average_precision, evaluate_tracking, head_sizes, load_posetrack
 
 HEAD = [0.0, 0.0, 30.0, 40.0]  # diagonal 50: head size 0.6 * 50 = 30, match within 15 px
 

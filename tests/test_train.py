@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from posekit.crop import affine_matrix
-from posekit.heatmaps import encode
-from posekit.keypoints import COCO17, DEFAULT_SIGMA, KeypointSet
-from posekit.synthetic import HANDS_FEET, make_synthetic_coco
-from posekit.train import (
+from posekit.core.crop import affine_matrix
+from posekit.core.heatmaps import encode
+from posekit.core.keypoints import COCO17, DEFAULT_SIGMA, KeypointSet
+from posekit.core.spec import preprocess_crops
+from posekit.train.synthetic import HANDS_FEET, make_synthetic_coco
+from posekit.train.trainer import (
     SCHEDULES,
     KeypointPeople,
     ModelSpec,
@@ -36,7 +37,6 @@ from posekit.train import (
     predict_people,
     training_batch,
 )
-from posekit.spec import preprocess_crops
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "posekit" / "data" / "coco_sample"
@@ -112,7 +112,7 @@ def test_synthetic_data_is_reproducible_coco_in_any_keypoint_set(tmp_path):
 def test_every_synthetic_joint_is_painted():
     from PIL import Image, ImageDraw
 
-    from posekit.synthetic import body_joints, draw_figure
+    from posekit.train.synthetic import body_joints, draw_figure
 
     rng = np.random.default_rng(0)
     facings = np.tile([1.0, -1.0], 10)
@@ -148,7 +148,7 @@ def test_skeletons_of_a_custom_keypoint_set_are_drawn_with_its_limbs_and_sides()
 
 def test_imagenet_init_offline_fails_in_one_sentence(tmp_path, monkeypatch):
     from posekit.errors import DownloadError
-    from posekit.train import build_model
+    from posekit.train.trainer import build_model
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
@@ -199,7 +199,7 @@ def test_training_batch_matches_the_official_per_person_pipeline(tmp_path):
 
 
 def test_half_body_boxes_follow_hrnets_rule():
-    from posekit.train import half_body_boxes
+    from posekit.train.trainer import half_body_boxes
 
     rng = np.random.default_rng(0)
     joints = rng.uniform(0, 200, (300, 17, 2))
@@ -304,7 +304,7 @@ def test_a_small_model_learns_synthetic_people_on_the_cpu(tmp_path, torch_thread
     assert spec.keypoint_set == trainer.spec.keypoint_set and spec.input_size == (64, 96)
     assert pck(predict_people(model, trainer.val_people, spec), trainer.val_people) == after
     if keypoint_set is None:
-        assert 0.0 <= history[-1]["ap"] <= 1.0  # COCO AP through posekit.coco.evaluate
+        assert 0.0 <= history[-1]["ap"] <= 1.0  # COCO AP through posekit.eval.coco.evaluate
     log = (tmp_path / "out" / "log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,lr,loss,seconds") and len(log) == 13
 
@@ -425,7 +425,7 @@ def test_torchrun_eval_gives_the_one_process_results(tmp_path):
     (root / "annotations").mkdir(parents=True)
     shutil.copytree(SAMPLE, root / "val2017")
     shutil.copy(SAMPLE / "test_coco.json", root / "annotations" / "person_keypoints_val2017.json")
-    from posekit.model import pose_resnet
+    from posekit.models.pose_resnet import pose_resnet
 
     torch.manual_seed(0)
     weights = tmp_path / "random_res50.pth"

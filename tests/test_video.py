@@ -13,7 +13,8 @@ import pytest
 
 from posekit.data import VIDEO_SAMPLE_CLIP, VIDEO_SAMPLE_DIR
 from posekit.errors import PosekitError
-from posekit.video import VideoError, VideoSource, VideoWriter, draw_tracks, track_colors
+from posekit.io.video import VideoError, VideoSource, VideoWriter
+from posekit.viz import draw_tracks, track_colors
 
 
 def _count_frames(path) -> tuple[int, str]:
@@ -33,7 +34,7 @@ def test_bundled_clip_gives_five_rgb_frames_with_timestamps():
 
 
 def test_a_folder_of_frames_reads_like_the_video(recwarn):
-    from posekit.images import load_image
+    from posekit.io.images import load_image
 
     frames = list(VideoSource(VIDEO_SAMPLE_DIR, folder_fps=25))
     assert len(frames) == 5 and frames[4].time == pytest.approx(4 / 25)
@@ -86,7 +87,7 @@ def test_writer_leaves_nothing_when_killed_with_sigterm(tmp_path):
     path = tmp_path / "clip.mp4"
     script = textwrap.dedent(f"""
         import sys, numpy as np
-        from posekit.video import VideoWriter
+        from posekit.io.video import VideoWriter
         with VideoWriter({str(path)!r}, fps=10) as writer:
             for i in range(100000):
                 writer.write(np.full((64, 64, 3), i % 255, np.uint8))

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from posekit.coco17 import KEYPOINT_NAMES, SKELETON  # noqa: E402
+from posekit.core.coco17 import KEYPOINT_NAMES, SKELETON  # noqa: E402
 from posekit.errors import PosekitError  # noqa: E402
 from posekit.viz import draw_skeleton, plot_timing, save_figure, show_crops, show_heatmaps  # noqa: E402
 

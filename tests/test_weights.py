@@ -14,11 +14,11 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from posekit import weights
 from posekit.cli import main
+from posekit.core.spec import preprocess_crops
 from posekit.errors import CheckpointError
-from posekit.model import pose_resnet
-from posekit.spec import preprocess_crops
+from posekit.models import weights
+from posekit.models.pose_resnet import pose_resnet
 
 # Transcribed by hand from the official README table and mmpose's resnet_coco.md model zoo.
 REPORTED_AP = {

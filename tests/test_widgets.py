@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from posekit.coco17 import KEYPOINT_NAMES  # noqa: E402
+from posekit.core.coco17 import KEYPOINT_NAMES  # noqa: E402
 from posekit.demo import UNTRAINED_TITLE  # noqa: E402
 from posekit.errors import PosekitError  # noqa: E402
 from posekit.poses import Poses  # noqa: E402

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from posekit.spec import InputSpec, joints_spec
+from posekit.core.spec import InputSpec, joints_spec
 
 DECONV_CHANNELS = 256
 NUM_DECONV_LAYERS = 3
@@ -94,9 +94,9 @@ class PoseResNet(nn.Module):
         num_joints: number of heatmaps.
 
     Attributes:
-        input_spec: how to feed it and read its heatmaps (:class:`~posekit.spec.InputSpec`);
+        input_spec: how to feed it and read its heatmaps (:class:`~posekit.core.spec.InputSpec`);
             the default weights' conventions until weights are loaded
-            (:func:`posekit.weights.load_weights` sets the checkpoint's).
+            (:func:`posekit.models.weights.load_weights` sets the checkpoint's).
 
     Shape:
         input (N, 3, H, W) normalised image crops -> heatmaps (N, num_joints, H/4, W/4)
@@ -143,8 +143,8 @@ class PoseResNet(nn.Module):
 def pose_resnet(depth: int = 50, num_joints: int = 17, style: str = "pytorch") -> PoseResNet:
     """Build a SimpleBaseline PoseResNet with random weights.
 
-    Pretrained ones: :func:`posekit.weights.load_model` (architecture from the checkpoint) or
-    :func:`posekit.weights.load_weights` (into this model).
+    Pretrained ones: :func:`posekit.models.weights.load_model` (architecture from the checkpoint) or
+    :func:`posekit.models.weights.load_weights` (into this model).
 
     Args:
         depth: 18, 34, 50, 101 or 152.

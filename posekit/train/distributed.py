@@ -47,9 +47,9 @@ def teardown() -> None:
 
 
 def device_for_rank(device: str | torch.device) -> torch.device:
-    """``device`` resolved (see :func:`posekit.estimator.resolve_device`); under torchrun a CUDA
+    """``device`` resolved (see :func:`posekit.core.device.resolve_device`); under torchrun a CUDA
     device becomes this process's own GPU, ``cuda:LOCAL_RANK``."""
-    from posekit.estimator import resolve_device
+    from posekit.core.device import resolve_device
 
     chosen = resolve_device(device)
     if chosen.type == "cuda" and world_size() > 1:
@@ -80,7 +80,7 @@ def barrier() -> None:
 
 
 def shard_images(dataset, rank: int, world: int):
-    """The part of a :class:`~posekit.coco.CocoPersonDataset` that process ``rank`` of ``world`` evaluates.
+    """The part of a :class:`~posekit.eval.coco.CocoPersonDataset` that process ``rank`` of ``world`` evaluates.
 
     The dataset's items (images with people) are split into ``world`` contiguous blocks, and
     every person goes with its image: rescoring and OKS-NMS work per person and per image, so
@@ -101,14 +101,14 @@ def shard_images(dataset, rank: int, world: int):
 
 
 def evaluate(model: nn.Module, dataset, progress: bool = True, **options):
-    """:func:`posekit.coco.evaluate` with the images sharded over the torchrun processes.
+    """:func:`posekit.eval.coco.evaluate` with the images sharded over the torchrun processes.
 
     Each process evaluates its :func:`shard_images`; rank 0 gathers the kept people and runs
     COCOeval on all images, which gives the AP one process gets. ``options`` go to
-    ``coco.evaluate``. Returns the :class:`~posekit.coco.EvalResult` on rank 0 (and for a
+    ``coco.evaluate``. Returns the :class:`~posekit.eval.coco.EvalResult` on rank 0 (and for a
     single process), None on the other ranks. Leaves the process group it joined.
     """
-    from posekit import coco
+    from posekit.eval import coco
 
     rank, world = setup()
     if world == 1:

@@ -27,7 +27,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from posekit.errors import AnnotationError
-from posekit.files import read_json
+from posekit.io.files import read_json
 
 MATCH_THRESHOLD = 0.5  # fraction of the head size
 HEAD_SIZE_FACTOR = 0.6  # head size = 0.6 x head box diagonal (poseval's SC_BIAS)

@@ -1,7 +1,7 @@
 """Fast inference forwards for a pose network: BatchNorm folding, reduced precision, ONNX Runtime.
 
 Every forward built here keeps the network's contract, ``(N, 3, H, W) float32 -> (N, K, H/4, W/4)``
-float32, so the top-down core (:mod:`posekit.topdown`) does not care which one runs. The ONNX
+float32, so the top-down core (:mod:`posekit.core.topdown`) does not care which one runs. The ONNX
 export happens once per weights and input size: kept in memory for this process and on disk in
 posekit's cache (``<cache>/onnx/<key>.onnx``) for the next ones.
 """
@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from posekit import hub
+from posekit.core.spec import DEFAULT_INPUT_SIZE
 from posekit.defaults import BACKENDS, PRECISIONS
 from posekit.errors import PosekitError
-from posekit.files import atomic_write
-from posekit.spec import DEFAULT_INPUT_SIZE
+from posekit.io import hub
+from posekit.io.files import atomic_write
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -74,7 +74,7 @@ def export_onnx(
 ) -> Path:
     """Write ``model`` as an ONNX graph with a dynamic batch dimension; returns the path.
 
-    The file is written whole or not at all (:func:`posekit.files.atomic_write`).
+    The file is written whole or not at all (:func:`posekit.io.files.atomic_write`).
 
     Shape: graph input ``images`` (N, 3, H, W) with ``input_size = (W, H)``; output ``heatmaps`` (N, K, H/4, W/4).
     """

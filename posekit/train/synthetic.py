@@ -8,7 +8,7 @@ network can learn left from right. Backgrounds are textured (smooth noise or str
 figures must be found, not merely thresholded. A ResNet-18 at 64x48 input learns the joints in
 minutes on a CPU (``tests/test_train.py`` holds the numbers).
 
-The joints come out in any :class:`~posekit.keypoints.KeypointSet` whose names are among
+The joints come out in any :class:`~posekit.core.keypoints.KeypointSet` whose names are among
 :data:`BODY_POINTS` (COCO-17's names and a few more), e.g. :data:`HANDS_FEET` with five joints.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from posekit.coco17 import KEYPOINT_NAMES
+from posekit.core.coco17 import KEYPOINT_NAMES
+from posekit.core.keypoints import COCO17, KeypointSet
 from posekit.errors import PosekitError
-from posekit.files import atomic_write, write_json
-from posekit.keypoints import COCO17, KeypointSet
+from posekit.io.files import atomic_write, write_json
 
 # Body proportions in units of body height, x to the person's left: shoulder and hip half
 # widths, limb lengths, and where the head sits above the shoulders.

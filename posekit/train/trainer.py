@@ -10,9 +10,9 @@ The recipe (:data:`SCHEDULES` ``"paper"``) is the authors' COCO ResNet-50 256x19
 0.5 and the left/right joint swap.
 
 The data pipeline keeps one geometry with inference: DataLoader workers only decode images;
-each batch's crops are one :func:`posekit.crop.warp_batch` (``grid_sample``) on the training
-device with the official affine matrices (:func:`posekit.crop.affine_matrices`), and targets
-come from :func:`posekit.heatmaps.encode`. Augmentation is drawn per person from a random
+each batch's crops are one :func:`posekit.core.crop.warp_batch` (``grid_sample``) on the training
+device with the official affine matrices (:func:`posekit.core.crop.affine_matrices`), and targets
+come from :func:`posekit.core.heatmaps.encode`. Augmentation is drawn per person from a random
 stream keyed by (seed, epoch, person), so it does not depend on the number of processes, the
 batch size or the DataLoader workers: a resumed run repeats an uninterrupted one, and N
 processes see the global batch one process would.
@@ -38,17 +38,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from posekit import distributed
-from posekit.coco import clean_boxes
-from posekit.crop import PIXEL_STD, affine_matrices, box_to_center_scale, warp_batch
+from posekit.core.crop import PIXEL_STD, affine_matrices, box_to_center_scale, warp_batch
+from posekit.core.heatmaps import decode, encode, flip_back
+from posekit.core.keypoints import COCO17, KeypointSet
+from posekit.core.spec import InputSpec, preprocess_crops
 from posekit.errors import AnnotationError, CheckpointError, DownloadError, PosekitError
-from posekit.files import atomic_write, read_json
-from posekit.heatmaps import decode, encode, flip_back
-from posekit.images import load_image
-from posekit.keypoints import COCO17, KeypointSet
-from posekit.model import pose_resnet
-from posekit.spec import InputSpec, preprocess_crops
-from posekit.weights import SPEC_KEY, WEIGHTS, resolve_weights
+from posekit.eval.coco import clean_boxes
+from posekit.io.files import atomic_write, read_json
+from posekit.io.images import load_image
+from posekit.models.pose_resnet import pose_resnet
+from posekit.models.weights import SPEC_KEY, WEIGHTS, resolve_weights
+from posekit.train import distributed
 
 # PCK threshold as a fraction of the person box's longer side.
 PCK_THRESHOLD = 0.1
@@ -414,7 +414,7 @@ def build_model(depth: int, keypoint_set: KeypointSet, init: str) -> tuple[nn.Mo
 
 
 def _pose_state(init: str) -> tuple[dict[str, torch.Tensor], str]:
-    """(state_dict, channel order) of registered or local pose weights (see :func:`posekit.weights.resolve_weights`)."""
+    """(state_dict, channel order) of registered or local pose weights (see :func:`posekit.models.weights.resolve_weights`)."""
     if init not in WEIGHTS and not init.startswith(("http://", "https://")) and not Path(init).is_file():
         raise CheckpointError(f"--init {init!r} is neither imagenet, none, a registered name ({', '.join(WEIGHTS)}), "
                               "a URL nor a file")
@@ -489,10 +489,10 @@ def pck(predicted: np.ndarray, people: KeypointPeople, threshold: float = PCK_TH
 
 
 def validate(model: nn.Module, people: KeypointPeople, spec: ModelSpec, ann_file: Path, batch_size: int) -> dict:
-    """PCK@0.1 on the ground-truth boxes, and for COCO-17 also COCO AP through :func:`posekit.coco.evaluate`."""
+    """PCK@0.1 on the ground-truth boxes, and for COCO-17 also COCO AP through :func:`posekit.eval.coco.evaluate`."""
     metrics = {"pck": pck(predict_people(model, people, spec, batch_size), people)}
     if spec.keypoint_set.names == COCO17.names:
-        from posekit.coco import CocoPersonDataset, evaluate
+        from posekit.eval.coco import CocoPersonDataset, evaluate
 
         dataset = CocoPersonDataset(ann_file, people.image_dir)  # fed as model.input_spec says
         metrics["ap"] = evaluate(model, dataset, batch_size=batch_size, progress=False).stats["AP"]
@@ -541,7 +541,7 @@ class Trainer:
     """Sets up a run (processes, data, model, optimiser; or everything from ``resume``) and trains it."""
 
     def __init__(self, config: TrainConfig) -> None:
-        from posekit.estimator import resolve_device
+        from posekit.core.device import resolve_device
 
         if config.schedule not in SCHEDULES:
             raise PosekitError(f"schedule {config.schedule!r} is unknown; expected one of {', '.join(SCHEDULES)}")

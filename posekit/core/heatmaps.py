@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from posekit.coco17 import FLIP_PAIRS
-from posekit.crop import transform_preds
+from posekit.core.coco17 import FLIP_PAIRS
+from posekit.core.crop import transform_preds
 from posekit.errors import PosekitError
 
 DECODE_METHODS = ("argmax", "quarter", "dark")
@@ -105,7 +105,7 @@ def decode(
       ``-H^-1 g`` (gradient and Hessian from central differences), where
       ``1 < px < w - 2`` and ``1 < py < h - 2`` and the Hessian is invertible.
 
-    Coordinates then go through the inverse crop transform (:func:`posekit.crop.transform_preds`).
+    Coordinates then go through the inverse crop transform (:func:`posekit.core.crop.transform_preds`).
     Scores are the heatmap maxima. numpy in -> numpy out; torch in -> torch out on its device.
 
     Shape: heatmaps (N, K, h, w), centers (N, 2), scales (N, 2) -> coords (N, K, 2) float32

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from posekit import coco17
+from posekit.core import coco17
 from posekit.errors import AnnotationError
 
 # A new joint's OKS sigma when the file gives none: the mean of COCO-17's sigmas, so an unknown

@@ -1,13 +1,13 @@
 """Object keypoint similarity, OKS non-maximum suppression and the official person rescoring.
 
 The rules of the paper's evaluation code (``nms/nms.py`` and the COCO dataset's ``evaluate``),
-vectorised; :func:`posekit.coco.evaluate` and ``posekit predict`` both use them.
+vectorised; :func:`posekit.eval.coco.evaluate` and ``posekit predict`` both use them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from posekit.coco17 import OKS_SIGMAS
+from posekit.core.coco17 import OKS_SIGMAS
 
 # The paper's COCO test settings (the official experiments/coco/*.yaml, TEST section).
 OKS_NMS_THRESHOLD = 0.9

@@ -42,12 +42,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from posekit import hub
+from posekit.core.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec, joints_spec
 from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS
 from posekit.errors import CheckpointError, DownloadError, Hint
-from posekit.files import atomic_write
-from posekit.model import RESNET_STAGES, PoseResNet, pose_resnet
-from posekit.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec, joints_spec
+from posekit.io import hub
+from posekit.io.files import atomic_write
+from posekit.models.pose_resnet import RESNET_STAGES, PoseResNet, pose_resnet
 
 OFFICIAL_GDRIVE_FOLDER = "13_wJ6nC7my1KKouMkQMqyr9r1ZnLnukP"
 MMPOSE_URL = "https://download.openmmlab.com/mmpose/top_down/resnet/{}"
@@ -74,7 +74,7 @@ class PoseWeights:
 
     ``input_size`` and sizes derived from it are (width, height) as in the official code.
     ``mean``/``std`` are in ImageNet RGB order and applied to channels in ``channel_order``
-    (see :func:`~posekit.spec.preprocess_crops`). Exactly one of ``url`` and ``gdrive_path``
+    (see :func:`~posekit.core.spec.preprocess_crops`). Exactly one of ``url`` and ``gdrive_path``
     (inside ``gdrive_folder``) says where to get the file. ``sha256`` may be a prefix of the
     digest: it then checks downloads for corruption, but only a full digest makes the file
     trusted for full unpickling.
@@ -290,7 +290,7 @@ class Checkpoint:
         data_parallel: the keys carried DataParallel's ``module.`` prefix.
         channel_order: the order the file says it was trained on, None when that cannot be known.
         reason: why ``channel_order`` (or why it is unknown), for messages.
-        spec: the :class:`~posekit.spec.InputSpec` fields posekit saved with the file (empty otherwise).
+        spec: the :class:`~posekit.core.spec.InputSpec` fields posekit saved with the file (empty otherwise).
     """
 
     state_dict: dict[str, torch.Tensor]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from posekit.core.validate import check_device_type
 from posekit.errors import PosekitError
-from posekit.validate import check_device_type
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

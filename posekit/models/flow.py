@@ -62,7 +62,7 @@ class RaftFlow:
         from torchvision.models.optical_flow import raft_small
 
         if model is None:
-            from posekit.hub import cache_dir, download_url
+            from posekit.io.hub import cache_dir, download_url
 
             path = download_url(
                 RAFT_URL, cache_dir() / "checkpoints" / os.path.basename(RAFT_URL), sha256=RAFT_SHA256,

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from posekit.errors import ArgumentError, BoxError, ImageReadError
-from posekit.files import file_key
+from posekit.io.files import file_key
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 

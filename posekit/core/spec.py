@@ -1,9 +1,9 @@
 """What a pose network expects and promises: its input spec, kept on the model itself.
 
-Like timm's ``pretrained_cfg``, every :class:`~posekit.model.PoseResNet` carries an
+Like timm's ``pretrained_cfg``, every :class:`~posekit.models.pose_resnet.PoseResNet` carries an
 :class:`InputSpec` as ``model.input_spec``: crop size, channel order and normalisation the
 weights were trained with, and the names and left/right pairs of the joints its heatmaps mean.
-Loading weights sets it (:func:`posekit.weights.load_weights`), and everything that feeds the
+Loading weights sets it (:func:`posekit.models.weights.load_weights`), and everything that feeds the
 network (the top-down core, evaluation, the benchmark) reads it from there.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from posekit.coco17 import FLIP_PAIRS, KEYPOINT_NAMES
+from posekit.core.coco17 import FLIP_PAIRS, KEYPOINT_NAMES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -5,7 +5,7 @@ reproduces step for step:
 
 1. People: ground-truth boxes (``iscrowd`` 0, category person, at least one labelled keypoint,
    box clipped to the image) or a person-detections file (category 1, score >= 0.0).
-2. Each image's people go through the top-down core (:func:`posekit.topdown.keypoints`, the code
+2. Each image's people go through the top-down core (:func:`posekit.core.topdown.keypoints`, the code
    :class:`~posekit.estimator.PoseEstimator` runs): center/scale crops (aspect of the network
    input, 1.25 padding), the model on the crops and, with flip test, their mirror images,
    mirrored heatmaps flipped back, shifted one pixel and averaged in, decoding to image pixels.
@@ -13,7 +13,7 @@ reproduces step for step:
 4. Per image, OKS-based non-maximum suppression at 0.9 drops duplicates.
 5. pycocotools' ``COCOeval`` in ``"keypoints"`` mode gives AP / AR.
 
-OKS, NMS and rescoring live in :mod:`posekit.oks`; the val2017 download in :mod:`posekit.cocodata`.
+OKS, NMS and rescoring live in :mod:`posekit.core.oks`; the val2017 download in :mod:`posekit.io.cocodata`.
 """
 from __future__ import annotations
 
@@ -29,15 +29,15 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from posekit import topdown, validate
-from posekit.coco17 import NUM_KEYPOINTS, PERSON_CATEGORY_ID
-from posekit.crop import PIXEL_STD
-from posekit.detect import load_detections
+from posekit.core import topdown, validate
+from posekit.core.coco17 import NUM_KEYPOINTS, PERSON_CATEGORY_ID
+from posekit.core.crop import PIXEL_STD
+from posekit.core.oks import per_image_oks_nms, rescore
+from posekit.core.spec import InputSpec
 from posekit.errors import AnnotationError, DetectionsFormatError, ImageReadError, PosekitError
-from posekit.files import read_json, write_json
-from posekit.images import load_image
-from posekit.oks import per_image_oks_nms, rescore
-from posekit.spec import InputSpec
+from posekit.io.files import read_json, write_json
+from posekit.io.images import load_image
+from posekit.models.detect import load_detections
 
 DETECTION_SCORE_THRESHOLD = 0.0
 
@@ -243,7 +243,7 @@ class EvalResult:
         results: the kept people in COCO keypoint-results format
             (``{image_id, category_id, keypoints: [x, y, score] * 17, score}``).
         timing: seconds per stage: ``data`` (waiting for decoded images), the top-down stages
-            (:data:`posekit.topdown.STAGES`: ``crop``, ``normalise``, ``forward``, ``flip_back``,
+            (:data:`posekit.core.topdown.STAGES`: ``crop``, ``normalise``, ``forward``, ``flip_back``,
             ``decode``), ``nms`` (rescoring + OKS-NMS), ``cocoeval``, ``total``.
         num_people: people (crops) evaluated before NMS; num_images: images in the evaluation.
         summary: the table pycocotools' ``summarize()`` prints.
@@ -311,33 +311,33 @@ def evaluate(
 ) -> EvalResult:
     """COCO keypoint AP of ``model`` on ``dataset`` with the paper's test protocol.
 
-    Every image's people go through :func:`posekit.topdown.keypoints`, fed as
+    Every image's people go through :func:`posekit.core.topdown.keypoints`, fed as
     ``model.input_spec`` says (a plain callable without one gets the default
-    :class:`~posekit.spec.InputSpec`: 192x256, BGR, COCO-17).
+    :class:`~posekit.core.spec.InputSpec`: 192x256, BGR, COCO-17).
 
     Args:
         model: a pose network (``nn.Module``, run through
-            :func:`~posekit.export.inference_forward` with ``backend`` and ``precision``; moved to
+            :func:`~posekit.models.runtime.inference_forward` with ``backend`` and ``precision``; moved to
             ``device`` if given), or any callable mapping normalised crops (B, 3, H, W) to
             heatmaps (B, K, H/4, W/4), called as is.
         dataset: the people to evaluate; its annotation file is the ground truth.
         flip_test: also run the mirrored crops, flip the heatmaps back (with the official
             one-pixel shift) and average.
         decode: ``"quarter"`` (official), ``"dark"`` or ``"argmax"``; see
-            :func:`posekit.heatmaps.decode`.
+            :func:`posekit.core.heatmaps.decode`.
         batch_size: people per network call (``max_batch`` of the top-down core).
         num_workers: DataLoader processes that read and decode the images.
         device: where crops are made and the network runs; default: the model's device (CPU
             for plain callables).
         progress: show a tqdm progress bar.
-        backend, precision: see :func:`posekit.export.inference_forward` (modules only).
+        backend, precision: see :func:`posekit.models.runtime.inference_forward` (modules only).
 
     Returns:
         :class:`EvalResult` with COCOeval stats, the COCO-format results and stage timings.
     """
     from tqdm.auto import tqdm
 
-    from posekit.export import inference_forward
+    from posekit.models.runtime import inference_forward
 
     batch_size = validate.whole_number(batch_size, "batch_size", "people per network call")
     num_workers = validate.whole_number(num_workers, "num_workers", "DataLoader worker processes", minimum=0)

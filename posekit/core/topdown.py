@@ -1,12 +1,12 @@
 """The top-down core: person boxes of one image -> keypoints. The only implementation of it.
 
-Per chunk of ``max_batch`` people: crop (:func:`~posekit.crop.crop_batch`) -> normalise as the
+Per chunk of ``max_batch`` people: crop (:func:`~posekit.core.crop.crop_batch`) -> normalise as the
 network was trained (``spec.preprocess``) -> the forward, on the crops and their mirror images in
-one call when flip testing -> :func:`~posekit.heatmaps.flip_back` and averaging ->
-:func:`~posekit.heatmaps.decode` to image pixels. Crops exist for one chunk at a time, so memory
+one call when flip testing -> :func:`~posekit.core.heatmaps.flip_back` and averaging ->
+:func:`~posekit.core.heatmaps.decode` to image pixels. Crops exist for one chunk at a time, so memory
 follows ``max_batch``, not the number of people in the image.
 
-:class:`~posekit.estimator.PoseEstimator`, :func:`posekit.coco.evaluate` and ``posekit bench``
+:class:`~posekit.estimator.PoseEstimator`, :func:`posekit.eval.coco.evaluate` and ``posekit bench``
 all run these functions; the benchmark times their stages through the ``stopwatch`` hook
 (called with each name in :data:`STAGES` around that stage's work).
 """
@@ -19,11 +19,11 @@ from typing import Callable, ContextManager, Iterator
 import numpy as np
 import torch
 
-from posekit.crop import box_to_center_scale, crop_batch
+from posekit.core.crop import box_to_center_scale, crop_batch
+from posekit.core.heatmaps import decode as decode_heatmaps
+from posekit.core.heatmaps import flip_back
+from posekit.core.spec import InputSpec
 from posekit.errors import PosekitError
-from posekit.heatmaps import decode as decode_heatmaps
-from posekit.heatmaps import flip_back
-from posekit.spec import InputSpec
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Stopwatch = Callable[[str], ContextManager[object]]
@@ -77,21 +77,21 @@ def keypoints(
 
     Args:
         forward: the network as a callable, normalised crops (B, 3, H, W) -> heatmaps
-            (B, K, H/4, W/4) float32 (see :func:`posekit.export.inference_forward`).
+            (B, K, H/4, W/4) float32 (see :func:`posekit.models.runtime.inference_forward`).
         spec: the network's input spec (``model.input_spec``): crop size, normalisation,
             channel order, joints and their flip pairs.
         image: RGB, (H, W, 3) uint8 numpy or (3, H, W) tensor.
         boxes_xywh: finite boxes with positive width and height, image pixels.
         flip_test: average with the flipped-back heatmaps of the mirrored crops (one forward
             call of twice the batch).
-        decode: heatmap decoding, see :func:`posekit.heatmaps.decode`.
+        decode: heatmap decoding, see :func:`posekit.core.heatmaps.decode`.
         max_batch: people per forward call (each call also holds their mirrored crops).
         device: where crops are made and decoded; the forward's device.
         stopwatch: timing hook, called with each stage name of :data:`STAGES`.
 
     Returns:
         keypoints (N, K, 3) float32 x, y, score in image pixels, and the crops' centers (N, 2)
-        and scales (N, 2) (:func:`~posekit.crop.box_to_center_scale`).
+        and scales (N, 2) (:func:`~posekit.core.crop.box_to_center_scale`).
     """
     stopwatch = stopwatch or _no_stopwatch
     centers, scales = _centers_and_scales(boxes_xywh, spec)

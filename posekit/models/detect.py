@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum, detection
 
-from posekit import hub
+from posekit.core.device import resolve_device
 from posekit.defaults import DEFAULT_DETECTOR
-from posekit.device import resolve_device
 from posekit.errors import CheckpointError, DetectionsFormatError, Hint
-from posekit.files import read_json
+from posekit.io import hub
+from posekit.io.files import read_json
 
 # COCO category id of "person", in both the detection results files and torchvision's labels.
 PERSON = 1

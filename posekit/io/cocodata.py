@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from posekit import hub
 from posekit.errors import DownloadError, PosekitError
+from posekit.io import hub
 
 _ZIP_URLS = {
     "val2017": "http://images.cocodataset.org/zips/val2017.zip",

@@ -1,0 +1,122 @@
+"""What the subcommands share: common options, the estimator they describe, warnings and signals as one line."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from typing import Callable, Iterator
+
+from posekit.defaults import BACKENDS, DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS, PRECISIONS
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps ...")
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--backend, --precision and --channel-order, as PoseEstimator takes them."""
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="network runtime; auto: onnxruntime for fp32 on the CPU, torch on a GPU (default: auto)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: fp16 on CUDA, fp32 elsewhere (default: auto)")
+    parser.add_argument("--channel-order", choices=("rgb", "bgr"),
+                        help="the channel order the weights were trained on (default: what the checkpoint says)")
+
+
+def add_weights_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    parser.add_argument("--weights", default=DEFAULT,
+                        help=f"registered weights name, checkpoint file or URL; {DEFAULT}: {DEFAULT_WEIGHTS}, or "
+                             f"{FALLBACK_WEIGHTS} (said on screen) when Google Drive refuses{extra} (default: %(default)s)")
+
+
+def build_estimator(args: argparse.Namespace, **options: object):
+    """The PoseEstimator the command's options describe."""
+    from posekit.estimator import PoseEstimator
+
+    return PoseEstimator(args.weights, device=args.device, backend=args.backend, precision=args.precision,
+                         channel_order=args.channel_order, **options)
+
+
+def height_by_width(text: str) -> tuple[int, int]:
+    """'256x192' (height x width, as the weights are named) -> (width, height), both positive."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        height = width = 0
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH in pixels, such as 256x192")
+    return width, height
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= {minimum}")
+        return value
+
+    return whole_number
+
+
+@contextlib.contextmanager
+def warnings_as_lines(command: str) -> Iterator[None]:
+    """Show each warning as one line ``posekit COMMAND: warning: ...`` that does not break the progress bar."""
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        tqdm.write(f"posekit {command}: warning: {one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+@contextlib.contextmanager
+def signals_unwind() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` for the duration of a command (main thread only)."""
+    from posekit.io.files import remove_pending
+
+    def handler(signum: int, frame: object) -> None:
+        remove_pending()  # right away, in case code on the way out swallows the exception
+        raise Terminated(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def one_line(message: object) -> str:
+    """A message (an exception or a warning) on one line. An error raised in a DataLoader worker arrives
+    with the worker's traceback in its message: its last line holds the original message. Control
+    characters (a newline in a file name) are shown escaped, as in Python strings."""
+    import re
+
+    text = str(message)
+    if "Traceback (most recent call last)" in text:
+        text = re.sub(r"^[\w.]+: ", "", text.strip().splitlines()[-1].strip())
+    escaped = re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match.group())[1:-1], text)
+    return escaped or type(message).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds the run like Ctrl-C, so every open output is cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+

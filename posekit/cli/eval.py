@@ -1,0 +1,89 @@
+"""`posekit eval`: COCO val2017 keypoint AP with the paper's protocol."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from posekit.cli._common import (
+    add_device_option,
+    add_runtime_options,
+    add_weights_option,
+    at_least,
+    build_estimator,
+    warnings_as_lines,
+)
+from posekit.errors import PosekitError
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("eval", help="COCO val2017 keypoint AP with the paper's protocol (pycocotools)")
+    parser.add_argument("--coco-root", type=Path, required=True,
+                        help="folder holding val2017/, annotations/person_keypoints_val2017.json and "
+                             "person_detection_results/ (what --download creates)")
+    add_weights_option(parser)
+    parser.add_argument("--boxes", default="gt",
+                        help="'gt' for the annotated boxes (default), 'detections' for the paper's person "
+                             "detections (detector AP 56.4), or a COCO detection-results JSON file")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                        help="flip test, as in the paper (default: on)")
+    parser.add_argument("--decode", choices=("quarter", "dark", "argmax"), default="quarter",
+                        help="heatmap decoding (default: the official quarter-pixel shift)")
+    parser.add_argument("--limit", type=at_least(1), metavar="N", help="evaluate only the first N images (by id)")
+    parser.add_argument("--out", type=Path, help="also write the COCO-format results JSON here")
+    parser.add_argument("--batch-size", type=at_least(1), default=32,
+                        help="people per network call (default: %(default)s)")
+    parser.add_argument("--workers", type=at_least(0), default=min(4, os.cpu_count() or 1),
+                        help="DataLoader workers that read and decode images (default: %(default)s)")
+    add_device_option(parser)
+    add_runtime_options(parser)
+    parser.add_argument("--download", action="store_true",
+                        help="first download the missing COCO parts (images ~780 MB, annotations ~240 MB)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from posekit.eval import coco
+    from posekit.io import cocodata
+    from posekit.train import distributed
+
+    paths = cocodata.CocoPaths(args.coco_root)
+    needed = ["val2017", "annotations"] + (["detections"] if args.boxes == "detections" else [])
+    if args.download:
+        cocodata.download_coco(args.coco_root, needed)
+    missing = [str(paths.path(part)) for part in paths.missing(needed)]
+    if missing:
+        raise PosekitError(
+            f"{args.coco_root}: missing {', '.join(missing)}; run again with --download on a machine with internet "
+            "(or put COCO val2017 there in that layout)"
+        )
+    # The estimator resolves the weights (name, file or URL), how to feed them, the device and the backend.
+    # Under torchrun each process takes its own GPU and a share of the images (posekit.train.distributed).
+    args.device = distributed.device_for_rank(args.device)
+    with warnings_as_lines("eval"):
+        estimator = build_estimator(args)
+    boxes = paths.detections_file if args.boxes == "detections" else args.boxes
+    dataset = coco.CocoPersonDataset(paths.ann_file, paths.image_dir, boxes=boxes, max_images=args.limit)
+    if distributed.process_rank() == 0:
+        print(
+            f"{estimator.weights_source}: {dataset.num_people} people in {len(dataset.image_ids)} images, boxes "
+            f"{args.boxes}, flip test {'on' if args.flip else 'off'}, decode {args.decode}, device {estimator.device}, "
+            f"backend {estimator.backend} {estimator.precision}",
+            file=sys.stderr,
+        )
+    result = distributed.evaluate(
+        estimator.model, dataset, flip_test=args.flip, decode=args.decode, batch_size=args.batch_size,
+        num_workers=args.workers, backend=estimator.backend, precision=estimator.precision,
+    )
+    if result is None:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
+    reported = estimator.weights.reported_ap if estimator.weights is not None else None
+    print(result.table(reported))
+    if reported:
+        print(f"reported: the {estimator.weights.name} release on all of val2017, detector boxes (AP 56.4), flip test")
+    timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.timing.items())
+    print(f"time: {timing} ({result.num_people / result.timing['total']:.1f} people/s)")
+    if args.out is not None:
+        print(f"results: {result.save_results(args.out)}")
+    return 0
+

@@ -1,0 +1,116 @@
+"""`posekit track`: people through a video with stable ids."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from posekit.cli._common import (
+    add_device_option,
+    add_runtime_options,
+    add_weights_option,
+    build_estimator,
+    warnings_as_lines,
+)
+from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS
+from posekit.errors import PosekitError
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("track", help="people through a video with stable ids: annotated mp4 + PoseTrack JSON, fps")
+    parser.add_argument("input", metavar="INPUT", help="a video file, a folder of frames, a webcam index (0) or a stream URL")
+    parser.add_argument("--out", type=Path, help="write the annotated video here (.mp4, H.264)")
+    parser.add_argument("--json", type=Path, help="write the tracks here, PoseTrack 2018 format (track_id per person)")
+    add_weights_option(parser, "; registered weights that are neither cached nor downloadable run an untrained "
+                            "network, said on screen and on the frames")
+    parser.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2",
+                        help="person detector, or 'none' to take each whole frame as one person (default: %(default)s)")
+    parser.add_argument("--boxes", type=Path,
+                        help="person boxes instead of a detector: COCO detection results with image_id = frame index")
+    parser.add_argument("--detector-every", type=int, default=1, metavar="K",
+                        help="run the detector every K frames (and after a track is lost), propagate boxes in between")
+    parser.add_argument("--propagation", choices=("flow", "pose", "none"), default="flow",
+                        help="boxes from the previous poses: moved by RAFT optical flow, left in place, or none "
+                             "(default: %(default)s, the paper's)")
+    parser.add_argument("--similarity", choices=("flow-oks", "oks", "iou"), default="flow-oks",
+                        help="how new poses are matched to tracks (default: %(default)s, the paper's)")
+    parser.add_argument("--max-age", type=int, default=0, metavar="N",
+                        help="frames a lost track may be matched again before its id is retired (default: 0, the paper)")
+    parser.add_argument("--smooth", action="store_true", help="One-Euro filter on each track's joints")
+    parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster pose network")
+    parser.add_argument("--max-frames", type=int, metavar="N",
+                        help="stop after N frames; Ctrl-C also stops and keeps what was tracked (for webcams)")
+    parser.add_argument("--eval", type=Path, metavar="GT.json",
+                        help="score the tracks against PoseTrack 2018 annotations of this video: MOTA and mAP")
+    add_device_option(parser)
+    add_runtime_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from posekit.core.smoothing import OneEuro
+    from posekit.demo import UNTRAINED_TITLE
+    from posekit.errors import DownloadError
+    from posekit.estimator import PoseEstimator
+    from posekit.io.files import write_json
+    from posekit.io.video import VideoSource
+    from posekit.models.detect import PersonDetector
+    from posekit.models.weights import WEIGHTS
+    from posekit.track import PoseTracker, to_posetrack, track_video
+
+    if args.detector_every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise PosekitError("--detector-every and --max-frames take a positive number")
+    propagation = None if args.propagation == "none" else args.propagation
+    with warnings_as_lines("track"):
+        video = VideoSource(args.input)  # a bad input is reported before any model loads
+        detect = _frame_boxes(args.boxes) if args.boxes is not None else None
+        try:
+            estimator = build_estimator(args, flip_test=not args.no_flip)
+        except DownloadError as error:
+            if args.weights not in (*WEIGHTS, DEFAULT):
+                raise
+            print(f"posekit track: note: {error.for_cli()}", file=sys.stderr)
+            depth = WEIGHTS[DEFAULT_WEIGHTS if args.weights == DEFAULT else args.weights].depth
+            estimator = PoseEstimator(None, depth=depth, device=args.device, flip_test=not args.no_flip,
+                                      backend=args.backend, precision=args.precision)
+        if detect is None and args.detector != "none":
+            # Separately from the pose weights: missing detector weights are an error, not a fallback.
+            estimator.detector = PersonDetector(args.detector, device=estimator.device)
+        tracker = PoseTracker(estimator, propagation, args.similarity, args.detector_every, args.max_age, detect=detect,
+                              smoothing=OneEuro() if args.smooth else None)
+        caption = None if estimator.pretrained else UNTRAINED_TITLE
+        run = track_video(tracker, video, args.out, caption, 0.3 if estimator.pretrained else float("-inf"),
+                          args.max_frames)
+    if not run.frames:
+        raise PosekitError(f"{args.input}: no frames could be read")
+    if args.json is not None:
+        write_json(args.json, to_posetrack(run.frames, run.file_names))
+    tracks = len({int(i) for f in run.frames for i in f.track_ids})
+    detected = sum(f.detected for f in run.frames)
+    print(
+        f"posekit track: {'stopped by Ctrl-C after ' if run.interrupted else ''}{len(run.frames)} frames, {tracks} tracks, {run.tracking_fps:.2f} fps tracking, "
+        f"{run.total_fps:.2f} fps end to end (detector on {detected} frames; {estimator.weights_source}; "
+        f"device {estimator.device})"
+    )
+    if not estimator.pretrained:
+        print(f"WARNING: {UNTRAINED_TITLE}; real weights: posekit weights download {args.weights}")
+    for label, path in (("video", args.out), ("tracks", args.json)):
+        if path is not None:
+            print(f"{label}: {path}")
+    if args.eval is not None:
+        from posekit.eval.posetrack import evaluate_tracking, load_posetrack
+
+        print(evaluate_tracking(load_posetrack(args.eval), run.frames).table())
+    return 0
+
+
+def _frame_boxes(path: Path) -> Callable:
+    """``(rgb, frame index) -> (boxes, scores)`` from a COCO detection-results file keyed by frame index."""
+    import numpy as np
+
+    from posekit.models.detect import load_detections
+
+    boxes = load_detections(path)
+    none = (np.zeros((0, 4)), np.zeros(0))
+    return lambda rgb, index: boxes.get(index, none)
+
