@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from posekit.core import topdown
+from posekit.core.coco17 import PERSON_CATEGORY_ID
 from posekit.core.device import resolve_device
 from posekit.core.spec import DEFAULT_INPUT_SIZE, InputSpec
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
@@ -192,7 +193,7 @@ def sample_people(people: int) -> PersonBatch:
     if people < 1:
         raise PosekitError(f"a batch must hold at least 1 person, got {people}")
     annotations = json.loads(COCO_SAMPLE_ANNOTATIONS.read_text())
-    persons = [a for a in annotations["annotations"] if a["category_id"] == 1 and not a["iscrowd"]]
+    persons = [a for a in annotations["annotations"] if a["category_id"] == PERSON_CATEGORY_ID and not a["iscrowd"]]
     image_ids = [a["image_id"] for a in persons]
     busiest = max(sorted(set(image_ids)), key=image_ids.count)  # ties: the lowest id
     boxes = np.array([a["bbox"] for a in persons if a["image_id"] == busiest], dtype=np.float64)

@@ -21,7 +21,8 @@ from posekit.core.device import resolve_device
 from posekit.core.spec import InputSpec
 from posekit.core.validate import check_weights_argument, whole_number
 from posekit.errors import BoxError
-from posekit.io.images import ImageSource, load_image, sanitize_boxes
+from posekit.core.boxes import sanitize_boxes
+from posekit.io.images import ImageSource, load_image
 from posekit.models.pose_resnet import pose_resnet
 from posekit.models.runtime import inference_forward, resolve_backend, resolve_precision
 from posekit.models.weights import DEFAULT, PoseWeights, load_model, resolve_weights
@@ -193,7 +194,7 @@ class PoseEstimator:
         """The poses of the people in the given boxes of one image.
 
         Boxes that are not finite, have no area or lie outside the image are skipped with one
-        warning (see :func:`~posekit.io.images.sanitize_boxes`); the others are clipped to the image.
+        warning (see :func:`~posekit.core.boxes.sanitize_boxes`); the others are clipped to the image.
 
         Args:
             image: a path, PIL image or (H, W, 3) uint8 array.

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from posekit.core.coco17 import NUM_KEYPOINTS, OKS_SIGMAS
-from posekit.core.oks import OKS_NMS_THRESHOLD, rescore
+from posekit.core.boxes import JOINT_THRESHOLD, box_iou, box_nms, clip_boxes, greedy_nms, joint_boxes
+from posekit.core.coco17 import NUM_KEYPOINTS, OKS_SIGMAS, PERSON_CATEGORY_ID
+from posekit.core.oks import OKS_NMS_THRESHOLD, pose_similarity, rescore
 from posekit.core.smoothing import OneEuro
 from posekit.errors import PosekitError
 from posekit.models.flow import FlowFunction, RaftFlow, warp_keypoints
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
 # The paper's thresholds.
 BOX_THRESHOLD = 0.5  # detections scoring less are dropped
-JOINT_THRESHOLD = 0.4  # joints scoring less take no part in propagation and matching
-BOX_ENLARGE = 1.15  # a propagated box is the joints' extent enlarged by 15%
+# JOINT_THRESHOLD (0.4: joints scoring less take no part in propagation and matching) and
+# BOX_ENLARGE (1.15: a propagated box is the joints' extent enlarged by 15%) are posekit.core.boxes'.
 # posekit's choices where the paper gives no number.
 NMS_IOU = 0.5  # a box overlapping a better-scored one by more is the same person
 MIN_SIMILARITY = 0.3  # pairs less similar are never matched: the new pose starts a track
@@ -71,87 +72,8 @@ class TrackedFrame:
 
 
 # ------------------------------------------------------------------------------------------
-# Geometry: boxes from joints, IoU, NMS, OKS with confident joints, matching
+# Matching (boxes, IoU, NMS and OKS live in posekit.core.boxes and posekit.core.oks)
 # ------------------------------------------------------------------------------------------
-
-
-def joint_boxes(keypoints: np.ndarray, threshold: float = JOINT_THRESHOLD, enlarge: float = BOX_ENLARGE) -> np.ndarray:
-    """The extent of each pose's confident joints, enlarged about its centre (the paper's propagated box).
-
-    A pose with fewer than two joints at or above ``threshold`` gets a NaN box.
-
-    Shape: keypoints (N, K, 3) -> boxes (N, 4) x, y, w, h float64.
-    """
-    keypoints = np.asarray(keypoints, np.float64)
-    confident = (keypoints[..., 2] >= threshold)[..., None]
-    low = np.where(confident, keypoints[..., :2], np.inf).min(1)
-    high = np.where(confident, keypoints[..., :2], -np.inf).max(1)
-    with np.errstate(invalid="ignore"):  # no confident joint: inf - inf, set to NaN below anyway
-        center, size = (low + high) / 2, (high - low) * enlarge
-    boxes = np.concatenate([center - size / 2, size], axis=1)
-    boxes[confident.sum((1, 2)) < 2] = np.nan
-    return boxes
-
-
-def box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """IoU of every box with every other box. Shape: (N, 4), (M, 4) xywh -> (N, M) float64."""
-    a, b = np.asarray(boxes, np.float64)[:, None], np.asarray(other, np.float64)[None]
-    overlap = np.clip(np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
-    intersection = overlap.prod(-1)
-    union = a[..., 2:].prod(-1) + b[..., 2:].prod(-1) - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
-
-
-def nms(similarity: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression: visit by descending score (earlier index first among
-    equals), keep an item unless its similarity to a kept one is above ``threshold``.
-
-    Shape: similarity (N, N), scores (N,) -> kept indices (M,) int64, in visiting order.
-    """
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    suppressed = np.zeros(len(order), bool)
-    kept = []
-    for index in order:  # greedy: whether an item survives depends on the items kept before it
-        if not suppressed[index]:
-            kept.append(index)
-            suppressed |= similarity[index] > threshold
-    return np.asarray(kept, np.int64)
-
-
-def box_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU) -> np.ndarray:
-    """:func:`nms` of boxes by IoU. Shape: boxes (N, 4) xywh, scores (N,) -> kept indices (M,)."""
-    return nms(box_iou(boxes, boxes), scores, threshold)
-
-
-def clip_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Clip xywh boxes to the image; (clipped boxes (M, 4) float32, mask of the input boxes kept (N,)):
-    a box is kept when finite and at least one pixel wide and high after clipping."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    low = np.clip(boxes[:, :2], 0, [width, height])
-    high = np.clip(boxes[:, :2] + boxes[:, 2:], 0, [width, height])
-    with np.errstate(invalid="ignore"):
-        keep = np.isfinite(boxes).all(1) & ((high - low) >= 1).all(1)
-    return np.concatenate([low, high - low], axis=1)[keep].astype(np.float32), keep
-
-
-def pose_similarity(
-    keypoints: np.ndarray, other: np.ndarray, sigmas: np.ndarray, threshold: float = JOINT_THRESHOLD
-) -> np.ndarray:
-    """OKS of every pose with every other, over the joints confident (>= ``threshold``) in both.
-
-    The object scale is the mean area of the two poses' confident-joint extents; a pair with no
-    joint confident in both has similarity 0.
-
-    Shape: keypoints (N, K, 3), other (M, K, 3), sigmas (K,) -> (N, M) float64.
-    """
-    a, b = np.asarray(keypoints, np.float64), np.asarray(other, np.float64)
-    areas = [np.nan_to_num(joint_boxes(p, threshold, 1.0)[:, 2:].prod(1)) for p in (a, b)]
-    scale = (areas[0][:, None] + areas[1][None]) / 2 + np.spacing(1)  # (N, M)
-    both = (a[:, None, :, 2] >= threshold) & (b[None, :, :, 2] >= threshold)  # (N, M, K)
-    distances = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(-1)
-    similarity = np.exp(-distances / (2 * scale[..., None] * (2 * np.asarray(sigmas)) ** 2))
-    counts = both.sum(-1)
-    return np.divide(np.where(both, similarity, 0).sum(-1), counts, out=np.zeros(counts.shape), where=counts > 0)
 
 
 def greedy_match(similarity: np.ndarray, min_similarity: float = MIN_SIMILARITY) -> tuple[np.ndarray, np.ndarray]:
@@ -309,7 +231,7 @@ class PoseTracker:
         # Two boxes on one person (a detection and a box the flow bent out of shape) give two
         # near-identical poses that box NMS missed: keep the better one (OKS-NMS, as COCO evaluation).
         similarity = pose_similarity(keypoints, keypoints, self._joint_sigmas(keypoints.shape[1]), self.joint_threshold)
-        unique = np.sort(nms(similarity, scores, OKS_NMS_THRESHOLD))
+        unique = np.sort(greedy_nms(similarity, np.argsort(-scores, kind="stable"), OKS_NMS_THRESHOLD))
         boxes, scores, keypoints = boxes[unique], scores[unique], keypoints[unique]
         track_ids, output = self._associate(keypoints, boxes, time)
         self._previous_rgb = rgb
@@ -334,9 +256,9 @@ class PoseTracker:
             # A propagated box is as sure as the pose it came from (its mean confident joint score).
             scores = np.concatenate([scores, rescore(source[fresh], np.ones(len(moved)), self.joint_threshold)])
             propagated = np.concatenate([propagated, np.ones(len(moved), bool)])
-        boxes, valid = clip_boxes(boxes, rgb.shape[1], rgb.shape[0])
+        boxes, valid = clip_boxes(boxes, (rgb.shape[1], rgb.shape[0]), min_side=1)
         scores, propagated = scores[valid], propagated[valid]
-        kept = box_nms(boxes, scores)  # stable: at equal scores the detections, listed first, win
+        kept = box_nms(boxes, scores, NMS_IOU)  # stable: at equal scores the detections, listed first, win
         return boxes[kept], scores[kept], propagated[kept]
 
     def _associate(self, keypoints: np.ndarray, boxes: np.ndarray, time: float) -> tuple[np.ndarray, np.ndarray]:
@@ -401,7 +323,7 @@ def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | Non
     images = [{"id": f.index, "file_name": name, "frame_id": f.index, "time": round(f.time, 6)} for f, name in zip(frames, names)]
     annotations = [
         {
-            "id": f.index * 1000 + row, "image_id": f.index, "track_id": int(track_id), "category_id": 1,
+            "id": f.index * 1000 + row, "image_id": f.index, "track_id": int(track_id), "category_id": PERSON_CATEGORY_ID,
             "keypoints": np.round(points, 2).ravel().tolist(), "scores": np.round(points[:, 2], 4).tolist(),
             "bbox": np.round(box, 2).tolist(), "score": round(float(score), 4),
         }

@@ -598,7 +598,7 @@ def test_a_model_with_the_wrong_output_gets_a_clear_error():
 
 def test_clean_boxes_equals_the_official_per_box_rule():
     """The official loader's loop, transcribed: clip to the image, keep if x2 >= x1 and y2 >= y1."""
-    from posekit.eval.coco import clean_boxes
+    from posekit.core.boxes import clean_boxes
 
     rng = np.random.default_rng(7)
     sizes = rng.integers(20, 200, size=(300, 2)).astype(np.float64)

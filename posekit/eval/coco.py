@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from posekit.core import topdown, validate
+from posekit.core.boxes import clean_boxes
 from posekit.core.coco17 import NUM_KEYPOINTS, PERSON_CATEGORY_ID
 from posekit.core.crop import PIXEL_STD
 from posekit.core.oks import per_image_oks_nms, rescore
@@ -75,24 +76,6 @@ def load_keypoint_annotations(ann_file: str | os.PathLike) -> dict:
     dataset.setdefault("categories", [{"id": PERSON_CATEGORY_ID, "name": "person"}])
     validate.check_records(dataset["categories"], {"id": validate.INTEGER}, f"{path}: categories", AnnotationError)
     return dataset
-
-
-def clean_boxes(boxes: np.ndarray, image_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clip COCO boxes to their images the way the official data loader does.
-
-    ``x1 = max(0, x)``, ``x2 = min(width - 1, x1 + max(0, w - 1))`` (same for y); the cleaned
-    box is ``[x1, y1, x2 - x1, y2 - y1]`` and is usable when ``x2 >= x1`` and ``y2 >= y1``.
-
-    Shape:
-        boxes: (N, 4) xywh, image_sizes: (N, 2) (width, height).
-        Returns: cleaned boxes (N, 4) float64, usable (N,) bool.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    sizes = np.asarray(image_sizes, dtype=np.float64)
-    top_left = np.maximum(0.0, boxes[:, :2])
-    bottom_right = np.minimum(sizes - 1, top_left + np.maximum(0.0, boxes[:, 2:] - 1))
-    usable = (bottom_right >= top_left).all(1)
-    return np.concatenate([top_left, bottom_right - top_left], 1), usable
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,10 @@ from typing import Iterable, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from posekit.errors import ArgumentError, BoxError, ImageReadError
+from posekit.errors import ArgumentError, ImageReadError
 from posekit.io.files import file_key
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-# Boxes with a side shorter than this inside the image (pixels) cannot be cropped: no area.
-MIN_BOX_SIDE = 1e-3
 
 _EXPECTED = "expected an image file (JPEG, PNG, BMP, TIFF, WebP, ...)"
 _ACCEPTED = "expected a file path (str or pathlib.Path), a PIL image, or a numpy array (H, W, 3) uint8"
@@ -211,52 +208,3 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         shown = ", ".join(map(str, inputs)) or "(no inputs)"
         raise ImageReadError(f"no images found in {shown}; expected image files, folders of images or glob patterns")
     return list(found.values())
-
-
-def sanitize_boxes(boxes_xywh: np.ndarray, image_wh: tuple[int, int], image_name: str = "image") -> tuple[np.ndarray, np.ndarray]:
-    """Clip person boxes to the image and drop those no crop can be made from.
-
-    A box is dropped when a coordinate is NaN or infinite, its width or height inside the image
-    is below :data:`MIN_BOX_SIDE` (1/1000 px: subnormal sizes included), or it lies entirely
-    outside the image; one warning names ``image_name`` and every dropped
-    box. Kept boxes are clipped to [0, W] x [0, H].
-
-    Args:
-        boxes_xywh: COCO boxes x, y, w, h in pixels. Shape: (N, 4); an empty array is fine.
-        image_wh: (width, height) of the image.
-        image_name: how the warning refers to the image (its file name, usually).
-
-    Returns:
-        (boxes, keep): the kept, clipped boxes, shape (M, 4) float32, and the mask of kept input
-        rows, shape (N,) bool, to filter anything that goes with the boxes (scores).
-
-    Raises:
-        BoxError: ``boxes_xywh`` is not (N, 4) numeric.
-    """
-    try:
-        boxes = np.asarray(boxes_xywh, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BoxError(f"{image_name}: person boxes must be numbers, shape (N, 4) as x, y, w, h") from None
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise BoxError(f"{image_name}: person boxes have shape {boxes.shape}; expected (N, 4) as x, y, w, h")
-    width, height = image_wh
-    x0, y0 = boxes[:, 0], boxes[:, 1]
-    with np.errstate(invalid="ignore", over="ignore"):
-        x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
-        clipped_x0, clipped_y0 = np.clip(x0, 0, width), np.clip(y0, 0, height)
-        clipped = np.stack(
-            [clipped_x0, clipped_y0, np.clip(x1, 0, width) - clipped_x0, np.clip(y1, 0, height) - clipped_y0], axis=1
-        ).astype(np.float32)
-        # Judged on the clipped float32 box the crop is made from: a box outside the image, of negative size,
-        # or with a subnormal or 1e-300 px side has (next to) nothing there.
-        keep = np.isfinite(boxes).all(axis=1) & (clipped[:, 2:] >= MIN_BOX_SIDE).all(axis=1)
-    if not keep.all():
-        bad = "; ".join(f"#{i} {np.array2string(boxes[i], precision=1, separator=', ')}" for i in np.flatnonzero(~keep))
-        warnings.warn(
-            f"{image_name} ({width}x{height}): skipped {int((~keep).sum())} person box(es) that are not finite, "
-            f"have no area (a side under {MIN_BOX_SIDE} px inside the image) or lie outside the image: {bad}",
-            stacklevel=2,
-        )
-    return clipped[keep], keep

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from posekit.core.coco17 import KEYPOINT_NAMES
+from posekit.core.coco17 import KEYPOINT_NAMES, PERSON_CATEGORY_ID
 from posekit.core.keypoints import COCO17, KeypointSet
 from posekit.errors import PosekitError
 from posekit.io.files import atomic_write, write_json
@@ -217,7 +217,7 @@ def make_synthetic_coco(
             {
                 "id": len(annotations) + person + 1,
                 "image_id": image_id,
-                "category_id": 1,
+                "category_id": PERSON_CATEGORY_ID,
                 "iscrowd": 0,
                 "bbox": [round(float(v), 2) for v in box],
                 "area": round(float(box[2] * box[3]), 2),
