@@ -12,8 +12,9 @@ import signal
 import sys
 from typing import Sequence
 
-from posekit.cli._common import one_line, signals_unwind
+from posekit.cli._common import one_line
 from posekit.errors import PosekitError
+from posekit.io.files import signals_raise
 
 # name -> its module (add(subparsers), run(args) -> exit code); the order is the order of `posekit --help`.
 _COMMANDS = {name: importlib.import_module(f"posekit.cli.{name}") for name in (
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with signals_unwind():
+        with signals_raise():
             return _COMMANDS[args.command].run(args)
     except PosekitError as error:
         # A user-facing problem: one sentence, no traceback, its advice worded for the command line.

@@ -1,9 +1,8 @@
-"""What the subcommands share: common options, the estimator they describe, warnings and signals as one line."""
+"""What the subcommands share: common options, the estimator they describe, warnings as one line."""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 from typing import Callable, Iterator
 
@@ -80,26 +79,6 @@ def warnings_as_lines(command: str) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def signals_unwind() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into :class:`Terminated` for the duration of a command (main thread only)."""
-    from posekit.io.files import remove_pending
-
-    def handler(signum: int, frame: object) -> None:
-        remove_pending()  # right away, in case code on the way out swallows the exception
-        raise Terminated(signum)
-
-    previous = {}
-    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            previous[signum] = signal.signal(signum, handler)
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def one_line(message: object) -> str:
     """A message (an exception or a warning) on one line. An error raised in a DataLoader worker arrives
     with the worker's traceback in its message: its last line holds the original message. Control
@@ -111,12 +90,3 @@ def one_line(message: object) -> str:
         text = re.sub(r"^[\w.]+: ", "", text.strip().splitlines()[-1].strip())
     escaped = re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match.group())[1:-1], text)
     return escaped or type(message).__name__
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: unwinds the run like Ctrl-C, so every open output is cleaned up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-

@@ -12,9 +12,11 @@ import errno
 import json
 import os
 import secrets
+import signal
 import stat
+import threading
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from posekit.errors import OutputError, PosekitError
 
@@ -184,6 +186,36 @@ def remove_pending() -> None:
     for temporary in list(_PENDING):
         with contextlib.suppress(OSError):
             temporary.unlink()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds the run like Ctrl-C, so every open output is cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_raise(error: Callable[[int], BaseException] = Terminated) -> Iterator[None]:
+    """While active, SIGTERM and SIGHUP raise ``error(signum)`` in the main thread, so cleanup blocks
+    run (their default action ends the process on the spot and would leave temporary files behind).
+    Outside the main thread, where signals cannot be caught, it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        remove_pending()  # right away, in case code on the way out swallows the exception
+        raise error(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @contextlib.contextmanager

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
 import sys
-import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from posekit.errors import PosekitError
-from posekit.io.files import atomic_write
+from posekit.io.files import atomic_write, signals_raise
 
 if TYPE_CHECKING:
     import av
@@ -194,7 +192,8 @@ class VideoWriter:
             warnings.warn(f"{self.path}: this PyAV build has no H.264 encoder; writing MPEG-4 Part 2 instead", stacklevel=2)
         with self._stack:
             file = self._stack.enter_context(atomic_write(self.path))
-            self._stack.enter_context(_sigterm_raises())
+            # SIGTERM exits with the shell's code for it, after the temporary file is gone.
+            self._stack.enter_context(signals_raise(lambda signum: SystemExit(128 + signum)))
             self._container = av.open(file, "w", format="mp4")
             self._stack = self._stack.pop_all()
         return self
@@ -243,21 +242,3 @@ def _fraction(fps: float):
     from fractions import Fraction
 
     return Fraction(fps).limit_denominator(1001)
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While active, SIGTERM raises SystemExit in the main thread, so cleanup blocks run (the
-    default action kills the process on the spot and would leave the temporary file behind)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
