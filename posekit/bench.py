@@ -264,9 +264,9 @@ def run_benchmark(
     batches: Sequence[int] = (200, 100),
     depth: int = 50,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
-    device: str = "cpu",
+    device: str = "auto",
     flip: bool = True,
-    precision: str = "fp32",
+    precision: str = "auto",
     channels_last: bool = True,
     compile: bool = False,
     threads: int | None = None,
@@ -286,7 +286,7 @@ def run_benchmark(
         batches: people per mini-batch (all in one image).
         depth: ResNet depth of the random-weight SimpleBaseline.
         input_size: network input (width, height).
-        device: "cpu" or "cuda".
+        device: "auto" (a GPU if there is one), "cpu", "cuda", "cuda:1" ...
         flip: run the flip test (the mirrored crops in the same forward call).
         precision: "fp32", "fp16", "bf16" (torch autocast) or "auto" (fp16 on CUDA, else fp32).
         channels_last: NHWC memory layout for the torch backend.

@@ -122,7 +122,7 @@ def run_predict(plan: PredictPlan, estimator: PoseEstimator) -> PredictResult:
             poses = estimator.estimate(image, *found, name=str(path))
             image_results = _coco_results(path, image_id, poses)
             try:
-                _save_annotated(image, poses.keypoints, poses.boxes, drawing)
+                _save_annotated(image, poses, drawing, draw_threshold(estimator), estimator.pretrained)
             except (OutputError, ValueError) as error:
                 if isinstance(error, OutputError) and error.errno not in _ONE_FILE_ERRNOS:
                     raise  # disk full, read-only, no folder: every other image would fail the same way
@@ -295,16 +295,28 @@ def _output_stems(paths: list[Path]) -> list[str]:
     return names
 
 
-def _save_annotated(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray, path: Path) -> None:
-    """Write the image with its skeletons and boxes at its own resolution (temporary file, then renamed)."""
+def draw_threshold(estimator: PoseEstimator) -> float:
+    """The box score under which a person is not drawn: the estimator's detector's threshold, else
+    :data:`posekit.defaults.BOX_SCORE_THRESHOLD` (given boxes without scores count as 1)."""
+    from posekit.defaults import BOX_SCORE_THRESHOLD
+
+    return getattr(estimator.detector, "score_threshold", BOX_SCORE_THRESHOLD)
+
+
+def _save_annotated(image: np.ndarray, poses: Poses, path: Path, threshold: float, pretrained: bool) -> None:
+    """Write the image with the skeletons and boxes of the people whose box scores at least
+    ``threshold``, at its own resolution (temporary file, then renamed); untrained, it says so."""
     from matplotlib.figure import Figure
 
-    from posekit.viz import draw_skeleton, save_figure
+    from posekit.viz import draw_skeleton, label_untrained, save_figure
 
     height, width = image.shape[:2]
     if max(height, width) > _JPEG_MAX_SIDE:
         raise ValueError(f"{width}x{height} is larger than JPEG's limit of {_JPEG_MAX_SIDE} pixels per side")
     figure = Figure(figsize=(width / 100, height / 100))
-    draw_skeleton(image, keypoints, ax=figure.add_axes((0, 0, 1, 1)), boxes=boxes)
+    shown = poses.box_scores >= threshold
+    ax = draw_skeleton(image, poses.keypoints[shown], ax=figure.add_axes((0, 0, 1, 1)), boxes=poses.boxes[shown])
+    if not pretrained:
+        label_untrained(ax)
     save_figure(figure, path, dpi=100)
 

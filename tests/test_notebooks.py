@@ -218,7 +218,7 @@ def test_timing_without_a_checkout_says_the_reference_did_not_run(
 
 
 def test_video_tracking_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> None:
-    notebook = _execute(NAMES[4], {"DEVICE": "cpu", "FALLBACK_DEPTH": 18, "FPS_FRAMES": 2}, kernel_specs)
+    notebook = _execute(NAMES[4], {"DEVICE": "cpu", "FPS_FRAMES": 2}, kernel_specs)
     printed = _printed(notebook)
     assert f"WARNING: {UNTRAINED_TITLE}" in printed
     assert "person boxes from the bundled hand-drawn boxes" in printed

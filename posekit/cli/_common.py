@@ -6,7 +6,7 @@ import contextlib
 import sys
 from typing import Callable, Iterator
 
-from posekit.defaults import BACKENDS, DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS, PRECISIONS
+from posekit.defaults import BACKENDS, DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS, PRECISIONS, RANDOM, UNTRAINED_TITLE
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -23,10 +23,23 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help="the channel order the weights were trained on (default: what the checkpoint says)")
 
 
+def add_flip_option(parser: argparse.ArgumentParser, off: str) -> None:
+    """--flip/--no-flip, the flip test (PoseEstimator's ``flip_test``), on by default."""
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"flip test, as in the paper (default: on; {off})")
+
+
+def add_max_batch_option(parser: argparse.ArgumentParser, default: int) -> None:
+    """--max-batch, people per network call (PoseEstimator's ``max_batch``)."""
+    parser.add_argument("--max-batch", type=at_least(1), default=default, metavar="M",
+                        help="people per network call; bounds the memory (default: %(default)s)")
+
+
 def add_weights_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
     parser.add_argument("--weights", default=DEFAULT,
                         help=f"registered weights name, checkpoint file or URL; {DEFAULT}: {DEFAULT_WEIGHTS}, or "
-                             f"{FALLBACK_WEIGHTS} (said on screen) when Google Drive refuses{extra} (default: %(default)s)")
+                             f"{FALLBACK_WEIGHTS} (said on screen) when Google Drive refuses; {RANDOM}: an untrained "
+                             f"network (fixed seed; for trying the pipeline offline){extra} (default: %(default)s)")
 
 
 def build_estimator(args: argparse.Namespace, **options: object):
@@ -35,6 +48,15 @@ def build_estimator(args: argparse.Namespace, **options: object):
 
     return PoseEstimator(args.weights, device=args.device, backend=args.backend, precision=args.precision,
                          channel_order=args.channel_order, **options)
+
+
+def warn_if_untrained(estimator, weights: str) -> None:
+    """Print, when the command's network is untrained, that it is and how to get real weights."""
+    if estimator.pretrained:
+        return
+    name = DEFAULT_WEIGHTS if weights == DEFAULT else weights
+    advice = f" (--weights {RANDOM})" if weights == RANDOM else f"; real weights: posekit weights download {name}"
+    print(f"WARNING: {UNTRAINED_TITLE}{advice}")
 
 
 def height_by_width(text: str) -> tuple[int, int]:

@@ -8,12 +8,16 @@ from pathlib import Path
 
 from posekit.cli._common import (
     add_device_option,
+    add_flip_option,
+    add_max_batch_option,
     add_runtime_options,
     add_weights_option,
     at_least,
     build_estimator,
+    warn_if_untrained,
     warnings_as_lines,
 )
+from posekit.defaults import DECODE_METHODS
 from posekit.errors import PosekitError
 
 
@@ -26,14 +30,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--boxes", default="gt",
                         help="'gt' for the annotated boxes (default), 'detections' for the paper's person "
                              "detections (detector AP 56.4), or a COCO detection-results JSON file")
-    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                        help="flip test, as in the paper (default: on)")
-    parser.add_argument("--decode", choices=("quarter", "dark", "argmax"), default="quarter",
+    add_flip_option(parser, "--no-flip: ~2x faster, slightly lower AP")
+    parser.add_argument("--decode", choices=DECODE_METHODS, default="quarter",
                         help="heatmap decoding (default: the official quarter-pixel shift)")
     parser.add_argument("--limit", type=at_least(1), metavar="N", help="evaluate only the first N images (by id)")
     parser.add_argument("--out", type=Path, help="also write the COCO-format results JSON here")
-    parser.add_argument("--batch-size", type=at_least(1), default=32,
-                        help="people per network call (default: %(default)s)")
+    add_max_batch_option(parser, 32)
     parser.add_argument("--workers", type=at_least(0), default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers that read and decode images (default: %(default)s)")
     add_device_option(parser)
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     # Under torchrun each process takes its own GPU and a share of the images (posekit.train.distributed).
     args.device = distributed.device_for_rank(args.device)
     with warnings_as_lines("eval"):
-        estimator = build_estimator(args)
+        estimator = build_estimator(args, flip_test=args.flip, decode=args.decode, max_batch=args.max_batch)
     boxes = paths.detections_file if args.boxes == "detections" else args.boxes
     dataset = coco.CocoPersonDataset(paths.ann_file, paths.image_dir, boxes=boxes, max_images=args.limit)
     if distributed.process_rank() == 0:
@@ -71,14 +73,12 @@ def run(args: argparse.Namespace) -> int:
             f"backend {estimator.backend} {estimator.precision}",
             file=sys.stderr,
         )
-    result = distributed.evaluate(
-        estimator.model, dataset, flip_test=args.flip, decode=args.decode, batch_size=args.batch_size,
-        num_workers=args.workers, backend=estimator.backend, precision=estimator.precision,
-    )
+    result = distributed.evaluate(estimator, dataset, num_workers=args.workers)
     if result is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     reported = estimator.weights.reported_ap if estimator.weights is not None else None
     print(result.table(reported))
+    warn_if_untrained(estimator, args.weights)
     if reported:
         print(f"reported: the {estimator.weights.name} release on all of val2017, detector boxes (AP 56.4), flip test")
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.timing.items())

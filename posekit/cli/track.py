@@ -8,12 +8,14 @@ from typing import Callable
 
 from posekit.cli._common import (
     add_device_option,
+    add_flip_option,
     add_runtime_options,
     add_weights_option,
     build_estimator,
+    warn_if_untrained,
     warnings_as_lines,
 )
-from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS
+from posekit.defaults import DEFAULT_DETECTOR
 from posekit.errors import PosekitError
 
 
@@ -24,7 +26,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", type=Path, help="write the tracks here, PoseTrack 2018 format (track_id per person)")
     add_weights_option(parser, "; registered weights that are neither cached nor downloadable run an untrained "
                             "network, said on screen and on the frames")
-    parser.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2",
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR,
                         help="person detector, or 'none' to take each whole frame as one person (default: %(default)s)")
     parser.add_argument("--boxes", type=Path,
                         help="person boxes instead of a detector: COCO detection results with image_id = frame index")
@@ -38,7 +40,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-age", type=int, default=0, metavar="N",
                         help="frames a lost track may be matched again before its id is retired (default: 0, the paper)")
     parser.add_argument("--smooth", action="store_true", help="One-Euro filter on each track's joints")
-    parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster pose network")
+    add_flip_option(parser, "--no-flip: ~2x faster pose network")
     parser.add_argument("--max-frames", type=int, metavar="N",
                         help="stop after N frames; Ctrl-C also stops and keeps what was tracked (for webcams)")
     parser.add_argument("--eval", type=Path, metavar="GT.json",
@@ -49,13 +51,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from posekit.core.smoothing import OneEuro
-    from posekit.demo import UNTRAINED_TITLE
-    from posekit.errors import DownloadError
-    from posekit.estimator import PoseEstimator
+    from posekit.defaults import UNTRAINED_TITLE
     from posekit.io.files import write_json
     from posekit.io.video import VideoSource
     from posekit.models.detect import PersonDetector
-    from posekit.models.weights import WEIGHTS
     from posekit.track import PoseTracker, to_posetrack, track_video
 
     if args.detector_every < 1 or (args.max_frames is not None and args.max_frames < 1):
@@ -64,15 +63,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings_as_lines("track"):
         video = VideoSource(args.input)  # a bad input is reported before any model loads
         detect = _frame_boxes(args.boxes) if args.boxes is not None else None
-        try:
-            estimator = build_estimator(args, flip_test=not args.no_flip)
-        except DownloadError as error:
-            if args.weights not in (*WEIGHTS, DEFAULT):
-                raise
-            print(f"posekit track: note: {error.for_cli()}", file=sys.stderr)
-            depth = WEIGHTS[DEFAULT_WEIGHTS if args.weights == DEFAULT else args.weights].depth
-            estimator = PoseEstimator(None, depth=depth, device=args.device, flip_test=not args.no_flip,
-                                      backend=args.backend, precision=args.precision)
+        estimator = build_estimator(args, flip_test=args.flip, allow_untrained=True)
+        if estimator.untrained_because is not None:
+            print(f"posekit track: note: {estimator.untrained_because.for_cli()}", file=sys.stderr)
         if detect is None and args.detector != "none":
             # Separately from the pose weights: missing detector weights are an error, not a fallback.
             estimator.detector = PersonDetector(args.detector, device=estimator.device)
@@ -92,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
         f"{run.total_fps:.2f} fps end to end (detector on {detected} frames; {estimator.weights_source}; "
         f"device {estimator.device})"
     )
-    if not estimator.pretrained:
-        print(f"WARNING: {UNTRAINED_TITLE}; real weights: posekit weights download {args.weights}")
+    warn_if_untrained(estimator, args.weights)
     for label, path in (("video", args.out), ("tracks", args.json)):
         if path is not None:
             print(f"{label}: {path}")

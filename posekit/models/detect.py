@@ -19,7 +19,7 @@ from torchvision.models import WeightsEnum, detection
 
 from posekit.core.coco17 import PERSON_CATEGORY_ID
 from posekit.core.device import resolve_device
-from posekit.defaults import DEFAULT_DETECTOR
+from posekit.defaults import BOX_SCORE_THRESHOLD, DEFAULT_DETECTOR
 from posekit.errors import CheckpointError, DetectionsFormatError, Hint
 from posekit.io import hub
 from posekit.io.files import read_json
@@ -96,7 +96,7 @@ class PersonDetector:
     def __init__(
         self,
         model: str = DEFAULT_DETECTOR,
-        score_threshold: float = 0.5,
+        score_threshold: float = BOX_SCORE_THRESHOLD,
         device: str | torch.device = "auto",
         checkpoint: str | os.PathLike | None = None,
     ) -> None:
