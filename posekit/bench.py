@@ -1,13 +1,13 @@
 """``posekit bench``: where the time of top-down inference goes, measured on this machine.
 
-The protocol is the seed's: mini-batches of 200 and 100 people through the whole top-down
-pipeline, here the library's own top-down core (:func:`posekit.core.topdown.keypoints`, what
-:class:`~posekit.estimator.PoseEstimator` and ``posekit eval`` run) on one bundled image holding
-all of them, timed per stage through its stopwatch hook. Next to every number the benchmark
-puts what it can be judged against, measured in the same run: the machine's dense throughput (a
-large matmul) against the network's achieved FLOP/s (FLOPs counted on a real forward). The K80
-figure from the seed is printed beside them and labelled as another machine's. The comparison
-with a pipeline written the way the paper's code works lives in ``benchmarks/reference.py``.
+Mini-batches of people (200 and 100 by default) go through the library's own top-down core
+(:func:`posekit.core.topdown.keypoints`, what :class:`~posekit.estimator.PoseEstimator` and
+``posekit eval`` run) on one bundled image holding all of them, timed per stage through its
+stopwatch hook. Next to every number the benchmark puts what it can be judged against, measured
+in the same run: the machine's dense throughput (a large matmul) against the network's achieved
+FLOP/s (FLOPs counted on a real forward). A reference row, a Colab K80 GPU's seconds for the same
+two batch sizes, is printed below them and labelled as another machine's. The comparison with a
+pipeline written the way the paper's code works lives in ``benchmarks/reference.py``.
 
 The network has random weights: timing does not depend on them, and the keypoints are never
 presented as predictions.
@@ -43,9 +43,9 @@ from posekit.io.images import load_image
 from posekit.models.pose_resnet import pose_resnet
 from posekit.models.runtime import inference_forward, resolve_backend, resolve_precision
 
-# The seed's headline figure: seconds per mini-batch of person crops on a Colab K80 GPU.
+# The reference row: seconds per mini-batch of 200 and 100 person crops on a Colab K80 GPU, not measured here.
 K80_SECONDS = {200: 3.856, 100: 0.611}
-K80_LABEL = "Colab K80, another machine"
+K80_LABEL = "Colab K80 GPU, another machine"
 STAGES = topdown.STAGES
 PRE_POST_STAGES = ("crop", "normalise", "flip_back", "decode")
 
@@ -87,7 +87,7 @@ class BatchResult:
     ``achieved_flops`` is the counted network FLOPs over the forward time, and
     ``flops_fraction`` that over the machine's matmul FLOP/s. ``peak_memory_bytes`` is the peak
     resident memory (CUDA: allocated memory) above what the process held before the first run.
-    ``k80_seconds`` is None when the seed has no figure for this batch size.
+    ``k80_seconds`` is None when the K80 reference row has no figure for this batch size.
     """
 
     people: int
@@ -450,9 +450,9 @@ def format_table(result: BenchResult) -> str:
         ("pre/post-processing / forward", [f"{100 * b.pre_post_fraction:.1f}%" for b in result.batches]),
         ("network GFLOP/s (of matmul)", [f"{b.achieved_flops / 1e9:.0f} ({100 * b.flops_fraction:.0f}%)" for b in result.batches]),
         ("peak memory (MB)", [f"{b.peak_memory_bytes / 2**20:.0f}" for b in result.batches]),
-        (f"K80 seed figure ({K80_LABEL}) (s)", [_optional(b.k80_seconds, "{:.3f}") for b in result.batches]),
-        ("  K80 ms per person", [_optional(b.k80_seconds and 1000 * b.k80_seconds / b.people, "{:.1f}")
-                                 for b in result.batches]),
+        (f"reference row: {K80_LABEL} (s)", [_optional(b.k80_seconds, "{:.3f}") for b in result.batches]),
+        ("  reference ms per person", [_optional(b.k80_seconds and 1000 * b.k80_seconds / b.people, "{:.1f}")
+                                       for b in result.batches]),
     ]
     label_width = max(len(label) for label, _ in rows)
     column_width = max(12, *(len(cell) for _, cells in rows for cell in cells))

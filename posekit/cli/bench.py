@@ -11,7 +11,7 @@ from posekit.defaults import BACKENDS, PRECISIONS
 def add(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="time inference per stage on mini-batches of person crops (random weights)")
     parser.add_argument("--batches", type=at_least(1), nargs="+", default=[200, 100], metavar="N",
-                        help="people per mini-batch (default: 200 100, the seed's K80 protocol)")
+                        help="people per mini-batch (default: 200 100, the sizes of the K80 reference row)")
     parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101, 152), help="ResNet depth")
     parser.add_argument("--input", type=height_by_width, default=(192, 256), metavar="HxW",
                         help="network input, height x width, multiples of 32 (default: 256x192)")
