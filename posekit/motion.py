@@ -78,22 +78,43 @@ def normalize_poses(
     Raises:
         ArgumentError: the keypoint set does not name both hips and both shoulders, or the shape is wrong.
     """
+    xy = _masked(keypoints, keypoint_set, threshold)
+    if mirror:
+        xy = xy[:, keypoint_set.flip_index] * [-1.0, 1.0]
+    centres, lengths = _torsos(xy, keypoint_set)
+    return (xy - centres[:, None]) / lengths[:, None, None]
+
+
+def torso_frames(
+    keypoints: np.ndarray, keypoint_set: KeypointSet = COCO17, threshold: float = JOINT_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where :func:`normalize_poses` puts the origin and its unit, in the input's pixels: the hip
+    centre and the torso length (hip centre to shoulder centre) per frame, NaN where absent.
+
+    Shape: keypoints (T, K, 3) -> (T, 2), (T,).
+    """
+    return _torsos(_masked(keypoints, keypoint_set, threshold), keypoint_set)
+
+
+def _masked(keypoints: np.ndarray, keypoint_set: KeypointSet, threshold: float) -> np.ndarray:
+    """x, y with the joints under ``threshold`` NaN. Shape: (T, K, 3) -> (T, K, 2)."""
     keypoints = np.asarray(keypoints, np.float64)
     k = keypoint_set.num_keypoints
     if keypoints.ndim != 3 or keypoints.shape[1:] != (k, 3):
         raise ArgumentError(f"poses have shape {keypoints.shape}; expected (T, {k}, 3) x, y, score")
+    with np.errstate(invalid="ignore"):  # NaN scores compare False: masked
+        seen = keypoints[..., 2] >= threshold
+    return np.where(seen[..., None], keypoints[..., :2], np.nan)
+
+
+def _torsos(xy: np.ndarray, keypoint_set: KeypointSet) -> tuple[np.ndarray, np.ndarray]:
+    """Hip centres (T, 2) and torso lengths (T,) of masked joints (T, K, 2); NaN where a torso joint is missing."""
     torso = _indices(keypoint_set, _TORSO)
     if torso is None:
         raise ArgumentError(f"the keypoint set names no {', '.join(_TORSO)}; expected all four to normalise poses")
-    with np.errstate(invalid="ignore"):  # NaN scores compare False: masked
-        seen = keypoints[..., 2] >= threshold
-    xy = np.where(seen[..., None], keypoints[..., :2], np.nan)
-    if mirror:
-        xy = xy[:, keypoint_set.flip_index] * [-1.0, 1.0]
-    shoulders, hips = xy[:, torso[:2]].mean(1), xy[:, torso[2:]].mean(1)  # (T, 2), NaN when one is missing
-    length = np.linalg.norm(shoulders - hips, axis=1)
-    length = np.where(length > 0, length, np.nan)
-    return (xy - hips[:, None]) / length[:, None, None]
+    shoulders, hips = xy[:, torso[:2]].mean(1), xy[:, torso[2:]].mean(1)  # NaN when one is missing
+    lengths = np.linalg.norm(shoulders - hips, axis=1)
+    return hips, np.where(lengths > 0, lengths, np.nan)
 
 
 def present_frames(poses: np.ndarray) -> np.ndarray:
@@ -269,6 +290,8 @@ class MotionComparison:
             matched pairs where it deviates most (lowest similarity first).
         angle_names: the columns of the angle arrays.
         reference_angles, attempt_angles: per input frame, degrees, (T1, A) and (T2, A), NaN where absent.
+        joint_deviations: per matched pair the distance of each joint in torso lengths, (P, K), NaN where
+            not seen in both (not in :meth:`to_dict`).
         mirror: whether the attempt was mirrored.
     """
 
@@ -282,6 +305,7 @@ class MotionComparison:
     angle_names: list[str]
     reference_angles: np.ndarray
     attempt_angles: np.ndarray
+    joint_deviations: np.ndarray
     mirror: bool
 
     def to_dict(self) -> dict:
@@ -324,7 +348,8 @@ def compare_motion(
         threshold: joints scoring under it are masked.
         band: Sakoe-Chiba radius in attempt frames (see :func:`band_columns`), or None for none;
             counted over the frames where the person is present.
-        phases: the number of equal segments of the reference scored apart.
+        phases: the number of equal segments of the reference scored apart (at most one per frame
+            of the span where the person is present).
 
     Raises:
         ArgumentError: a sequence has no frame with the person present, or the band is too narrow.
@@ -351,6 +376,7 @@ def compare_motion(
     pair_similarity = _nanmean(joint_similarity, axis=1)  # (P,): every pair has the torso joints seen in both
 
     # Phases: equal segments of the reference's span of present frames.
+    phases = min(phases, int(kept[0][-1] - kept[0][0] + 1))
     edges = np.linspace(kept[0][0], kept[0][-1] + 1, phases + 1)
     segment = np.clip(np.searchsorted(edges, alignment[:, 0], side="right") - 1, 0, phases - 1)
     per_phase = []
@@ -370,7 +396,8 @@ def compare_motion(
             "joints": {n: _worst(joint_similarity[:, k], alignment[:, 1]) for k, n in enumerate(keypoint_set.names)},
             "angles": {n: _worst(angle_similarity[:, k], alignment[:, 1]) for k, n in enumerate(names)},
         },
-        angle_names=names, reference_angles=reference_angles, attempt_angles=attempt_angles, mirror=mirror,
+        angle_names=names, reference_angles=reference_angles, attempt_angles=attempt_angles,
+        joint_deviations=distances, mirror=mirror,
     )
 
 
