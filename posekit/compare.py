@@ -178,7 +178,7 @@ def write_side_by_side(
             overlay = np.concatenate([offsets * att_torsos[j] + att_centres[j], ref_poses[i, :, 2:]], axis=1)
             panels = []
             for rgb, people, ids, label in ((ref_rgb, ref_poses[i][None], [1], f"reference {i}"),
-                                            (att_rgb, np.stack([att_poses[j], overlay]), [2, 1], f"attempt {j}")):
+                                            (att_rgb, np.stack([overlay, att_poses[j]]), [1, 2], f"attempt {j}")):
                 scale = min(1.0, PANEL_HEIGHT / rgb.shape[0])
                 people = people * [scale, scale, 1.0]
                 image = Image.fromarray(rgb).resize((round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)))
@@ -192,7 +192,7 @@ def write_side_by_side(
             worst = np.argsort(-np.nan_to_num(deviations, nan=-1.0), kind="stable")[:HIGHLIGHTED]
             radius = max(4, canvas.height // 50)
             for k in worst[deviations[worst] > POSITION_TEMPERATURE]:
-                x, y = panels[1][1][0, k, :2] + [panels[0][0].width, 0]
+                x, y = panels[1][1][1, k, :2] + [panels[0][0].width, 0]
                 draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=(255, 0, 0), width=3)
             for offset, (_, _, label) in zip((0, panels[0][0].width), panels):
                 draw.text((offset + 8, canvas.height - 20), label, fill=(255, 255, 255))
