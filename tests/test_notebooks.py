@@ -28,7 +28,7 @@ pytestmark = pytest.mark.notebook
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("01_quickstart.ipynb", "02_coco_validation.ipynb", "03_skeletons_and_heatmaps.ipynb", "04_timing.ipynb",
-         "05_video_tracking.ipynb", "06_finetune.ipynb")
+         "05_video_tracking.ipynb", "06_finetune.ipynb", "07_compare_motion.ipynb")
 SAMPLE = ROOT / "posekit" / "data" / "coco_sample"
 COLAB_URL = "https://colab.research.google.com/github/posekit/posekit/blob/main/notebooks/{}"
 KERNEL = "posekit-test-python"
@@ -265,3 +265,15 @@ def test_finetune_runs_offline_on_synthetic_people(kernel_specs: KernelSpecManag
     assert "2 epochs in" in printed and "pose_resnet_18, 17 joints" in printed
     assert (out / "run" / "last.pth").is_file() and (out / "run" / "log.csv").is_file()
     assert _pictures(notebook) >= 2, "the curves and the before/after skeletons"
+
+
+def test_compare_motion_runs_offline_on_synthetic_takes(kernel_specs: KernelSpecManager, offline: Path, tmp_path: Path) -> None:
+    notebook = _execute("07_compare_motion.ipynb", {"DEVICE": "cpu", "OUT": str(tmp_path)}, kernel_specs)
+    printed = _printed(notebook)
+    assert "two takes built from synthetic motion" in printed and "not in Colab" in printed
+    # The attempt's left elbow was bent 30 degrees over attempt frames 70-82: found as the worst angle and joint.
+    assert re.search(r"^worst angles: left_elbow \d+", printed, re.MULTILINE)
+    assert re.search(r"^worst joints: left_wrist \d+", printed, re.MULTILINE)
+    assert re.search(r"^score 9\d\.\d/100", printed, re.MULTILINE)
+    assert (tmp_path / "side_by_side.mp4").stat().st_size > 0
+    assert _pictures(notebook) >= 2, "the angle curves and the side-by-side frames"

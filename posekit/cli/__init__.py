@@ -18,7 +18,7 @@ from posekit.io.files import signals_raise
 
 # name -> its module (add(subparsers), run(args) -> exit code); the order is the order of `posekit --help`.
 _COMMANDS = {name: importlib.import_module(f"posekit.cli.{name}") for name in (
-    "info", "demo", "predict", "weights", "eval", "bench", "track", "export", "train",
+    "info", "demo", "predict", "weights", "eval", "bench", "track", "compare", "export", "train",
 )}
 
 
