@@ -100,23 +100,26 @@ def test_load_posetrack_reads_frames_in_order_and_unlabeled_frames_as_none(tmp_p
                    {"id": 13, "file_name": "c.jpg"}],
         "annotations": [
             {"image_id": 13, "track_id": 4, "keypoints": [1, 2, 1, 3, 4, 0], "bbox_head": [0, 0, 3, 4]},
+            {"image_id": 13, "track_id": 7, "keypoints": [0, 0, 0, 3, 4, 2], "bbox_head": [0, 0, 3, 4]},
             {"image_id": 11, "track_id": 5, "keypoints": [5, 6, 1, 7, 8, 1], "bbox_head": [0, 0, 6, 8]},
             {"image_id": 11, "track_id": 6, "keypoints": [5, 6, 1, 7, 8, 1]},  # no head box: cannot be scored
         ],
     }
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(content))
-    frames = load_posetrack(path)
+    with pytest.warns(UserWarning, match="1 people without a head box left out"):
+        frames = load_posetrack(path)
     assert frames[1] is None
-    assert frames[0].track_ids.tolist() == [5] and frames[2].track_ids.tolist() == [4]
-    np.testing.assert_array_equal(frames[2].keypoints, [[[1, 2, 1], [3, 4, 0]]])
+    assert frames[0].track_ids.tolist() == [5] and frames[2].track_ids.tolist() == [4, 7]
+    # As poseval: only (0, 0, 0) is "not annotated"; (3, 4, 0) is an annotated joint (its v says "occluded").
+    np.testing.assert_array_equal(frames[2].keypoints, [[[1, 2, 1], [3, 4, 1]], [[0, 0, 0], [3, 4, 1]]])
     np.testing.assert_array_equal(frames[0].head_boxes, [[0, 0, 6, 8]])
 
 
 def test_bad_posetrack_files_get_clear_errors(tmp_path):
     path = tmp_path / "gt.json"
     path.write_text(json.dumps({"images": [{"id": 1}], "annotations": [{"image_id": 2, "keypoints": [1], "bbox_head": [1]}]}))
-    with pytest.raises(AnnotationError, match="gt.json.*PoseTrack 2018"):
+    with pytest.raises(AnnotationError, match=r"gt.json: annotations\[\].keypoints: expected the same number of \[x, y, v\] triples"):
         load_posetrack(path)
     with pytest.raises(AnnotationError, match="no such file"):
         load_posetrack(tmp_path / "missing.json")
