@@ -168,7 +168,7 @@ def average_precision(scores: np.ndarray, labels: np.ndarray, positives: int) ->
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     ranked = np.asarray(scores, np.float64)[order]
     hits = np.cumsum(np.asarray(labels, bool)[order])
-    last_of_tie = np.append(ranked[1:] != ranked[:-1], True)  # the curve has a point after each score level
+    last_of_tie = np.diff(ranked, append=np.inf) != 0  # the curve has a point after each score level
     hits, counts = hits[last_of_tie], np.flatnonzero(last_of_tie) + 1
     recall = np.concatenate([[0.0], hits / positives, [1.0]])
     precision = np.concatenate([[0.0], hits / counts, [0.0]])
