@@ -94,7 +94,7 @@ def load_posetrack(path: str | os.PathLike) -> list[AnnotatedFrame | None]:
     Raises:
         AnnotationError: the file is missing, not JSON, or a field is missing or of the wrong kind.
     """
-    images = _images(read_json(path, AnnotationError, _SCHEMA), str(path))
+    images, num_slots = _images(read_json(path, AnnotationError, _SCHEMA), str(path))
     frames: list[AnnotatedFrame | None] = []
     left_out = {"people without a head box": 0, "people with a NaN or empty head box": 0, "NaN joints": 0}
     for image in images:
@@ -110,7 +110,7 @@ def load_posetrack(path: str | os.PathLike) -> list[AnnotatedFrame | None]:
                 left_out["people with a NaN or empty head box"] += 1
             else:
                 people.append(person)
-        keypoints = np.array([p["keypoints"] for p in people], np.float64).reshape(len(people), -1, 3)
+        keypoints = np.array([p["keypoints"] for p in people], np.float64).reshape(len(people), num_slots, 3)
         finite = np.isfinite(keypoints).all(-1)
         left_out["NaN joints"] += int((~finite).sum())
         annotated = finite & (keypoints != 0).any(-1)  # poseval: (0, 0, 0) is "not annotated"
@@ -140,8 +140,9 @@ def load_tracks(source: str | os.PathLike | dict, name: str | None = None) -> li
     else:
         content, name = read_json(source, AnnotationError, _SCHEMA), str(source)
     frames = []
-    for image in _images(content, name):
-        keypoints = np.array([p["keypoints"] for p in image.people], np.float64).reshape(len(image.people), -1, 3)
+    images, num_slots = _images(content, name)
+    for image in images:
+        keypoints = np.array([p["keypoints"] for p in image.people], np.float64).reshape(len(image.people), num_slots, 3)
         absent = ~np.isfinite(keypoints).all(-1) | (keypoints == 0).all(-1)  # poseval: (0, 0, 0) is no prediction
         for person, points in zip(image.people, keypoints):
             if person["scores"] is not None:
@@ -184,10 +185,10 @@ def official_posetrack(document: dict, sequence: str, joint_threshold: float) ->
     annotations = []
     for entry in document["annotations"]:
         points = np.array(entry["keypoints"], np.float64).reshape(-1, 3)
-        kept = points[:, 2] >= joint_threshold
+        scores = np.asarray(entry.get("scores") or points[:, 2], np.float64)
+        kept = scores >= joint_threshold
         points = np.where(kept[:, None], points, 0.0)
-        annotations.append({**entry, "keypoints": points.ravel().tolist(),
-                            "scores": np.where(kept, entry["scores"], 0.0).tolist()})
+        annotations.append({**entry, "keypoints": points.ravel().tolist(), "scores": np.where(kept, scores, 0.0).tolist()})
     categories = [{**document["categories"][0], "keypoints": list(POSETRACK18_KEYPOINTS)}]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -197,9 +198,10 @@ def official_posetrack(document: dict, sequence: str, joint_threshold: float) ->
 # ------------------------------------------------------------------------------------------
 
 
-def _images(content: object, name: str) -> list[_Image]:
+def _images(content: object, name: str) -> tuple[list[_Image], int]:
+    """The images of either layout with their people, and the number of keypoint slots they have."""
     if isinstance(content, dict) and "annolist" in content:
-        return _images_2017(content["annolist"], name)
+        return _images_2017(content["annolist"], name), len(POSETRACK18_KEYPOINTS)
     if not isinstance(content, dict) or not isinstance(content.get("images"), list):
         raise AnnotationError(f"{name}: expected {_SCHEMA}")
     entries = content.get("annotations")
@@ -240,7 +242,7 @@ def _images(content: object, name: str) -> list[_Image]:
             "scores": None if scores is None else _to_slots(scores[:, None], slots)[:, 0],
             "head_box": None if box is None else _numbers(box, name, f"{where}.bbox_head", 4),
         })
-    return images
+    return images, (num_slots if slots is None else len(POSETRACK18_KEYPOINTS))
 
 
 def _layout(categories: object, entries: list, name: str) -> tuple[int, np.ndarray | None]:
