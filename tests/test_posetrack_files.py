@@ -231,3 +231,10 @@ def test_track_eval_errors_are_one_line(tmp_path, capsys):
     write(pred / "000001_mpii_test.json", {"images": [{"id": 0, "file_name": "other.jpg"}], "annotations": []})
     assert main(["track-eval", str(gt), str(pred)]) == 1
     assert "no frame of the tracks has the file name of an annotated frame" in capsys.readouterr().err
+
+
+def test_track_official_format_needs_a_sequence_name_before_any_work(tmp_path, capsys):
+    (tmp_path / "frames").mkdir()
+    assert main(["track", str(tmp_path / "frames"), "--json", str(tmp_path / "t.json"), "--posetrack-format", "official"]) == 1
+    assert capsys.readouterr().err.startswith(f"posekit track: error: {tmp_path / 'frames'}: expected a PoseTrack sequence such as")
+    assert not (tmp_path / "t.json").exists()
