@@ -313,7 +313,7 @@ def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | Non
 
     ``images`` lists every frame in order (id = frame index, ``file_name`` from ``file_names`` or
     ``NNNNNN.jpg``); ``annotations`` holds one entry per tracked person with ``keypoints``
-    (x, y, score) * K, ``scores`` (per joint), ``bbox`` and ``score``. :func:`posekit.eval.posetrack.load_posetrack`
+    (x, y, score) * K, ``scores`` (per joint), ``bbox`` and ``score``. :func:`posekit.io.posetrack.load_tracks`
     reads it back.
     """
     from posekit.core.coco17 import KEYPOINT_NAMES, SKELETON

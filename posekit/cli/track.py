@@ -43,8 +43,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_flip_option(parser, "--no-flip: ~2x faster pose network")
     parser.add_argument("--max-frames", type=int, metavar="N",
                         help="stop after N frames; Ctrl-C also stops and keeps what was tracked (for webcams)")
+    parser.add_argument("--posetrack-format", choices=("posekit", "official"), default="posekit",
+                        help="--json layout: posekit's (COCO joint names, every joint) or official, read unchanged by "
+                             "PoseTrack's evaluation (its joint names, frames named SEQUENCE/frame, joints under 0.4 "
+                             "absent); official needs a PoseTrack sequence name as INPUT (000342_mpii_test)")
     parser.add_argument("--eval", type=Path, metavar="GT.json",
-                        help="score the tracks against PoseTrack 2018 annotations of this video: MOTA and mAP")
+                        help="score the tracks as --json writes them (joints from 0.4) against PoseTrack annotations "
+                             "of this video: MOTA, MOTP, precision, recall, mAP (as `posekit track-eval`)")
     add_device_option(parser)
     add_runtime_options(parser)
 
@@ -55,11 +60,15 @@ def run(args: argparse.Namespace) -> int:
     from posekit.io.files import write_json
     from posekit.io.video import VideoSource
     from posekit.models.detect import PersonDetector
-    from posekit.track import PoseTracker, to_posetrack, track_video
+    from posekit.track import JOINT_THRESHOLD, PoseTracker, to_posetrack, track_video
 
     if args.detector_every < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise PosekitError("--detector-every and --max-frames take a positive number")
     propagation = None if args.propagation == "none" else args.propagation
+    if args.posetrack_format == "official":
+        from posekit.io.posetrack import sequence_folder
+
+        sequence = sequence_folder(args.input)  # before any work: the official file needs the sequence's name
     with warnings_as_lines("track"):
         video = VideoSource(args.input)  # a bad input is reported before any model loads
         detect = _frame_boxes(args.boxes) if args.boxes is not None else None
@@ -76,8 +85,13 @@ def run(args: argparse.Namespace) -> int:
                           args.max_frames)
     if not run.frames:
         raise PosekitError(f"{args.input}: no frames could be read")
+    document = to_posetrack(run.frames, run.file_names)
+    if args.posetrack_format == "official":
+        from posekit.io.posetrack import official_posetrack
+
+        document = official_posetrack(document, sequence, JOINT_THRESHOLD)
     if args.json is not None:
-        write_json(args.json, to_posetrack(run.frames, run.file_names))
+        write_json(args.json, document)
     tracks = len({int(i) for f in run.frames for i in f.track_ids})
     detected = sum(f.detected for f in run.frames)
     print(
@@ -90,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             print(f"{label}: {path}")
     if args.eval is not None:
-        from posekit.eval.posetrack import evaluate_tracking, load_posetrack
+        from posekit.eval.posetrack import evaluate_files
 
-        print(evaluate_tracking(load_posetrack(args.eval), run.frames).table())
+        with warnings_as_lines("track"):  # the document --json writes, as `posekit track-eval` reads the file
+            print(evaluate_files([(args.eval, document)], JOINT_THRESHOLD).table())
     return 0
 
 
