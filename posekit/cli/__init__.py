@@ -15,9 +15,9 @@ from typing import Sequence
 from posekit.cli._common import one_line, signals_unwind
 from posekit.errors import PosekitError
 
-# name -> its module (add(subparsers), run(args) -> exit code); the order is the order of `posekit --help`.
-_COMMANDS = {name: importlib.import_module(f"posekit.cli.{name}") for name in (
-    "info", "demo", "predict", "weights", "eval", "bench", "track", "track_eval", "export", "train",
+# name -> its module (add(subparsers), run(args) -> exit code; track-eval: track_eval.py); the order is `posekit --help`'s.
+_COMMANDS = {name: importlib.import_module(f"posekit.cli.{name.replace('-', '_')}") for name in (
+    "info", "demo", "predict", "weights", "eval", "bench", "track", "track-eval", "export", "train",
 )}
 
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with signals_unwind():
-            return _COMMANDS[args.command.replace("-", "_")].run(args)  # track-eval: module track_eval
+            return _COMMANDS[args.command].run(args)
     except PosekitError as error:
         # A user-facing problem: one sentence, no traceback, its advice worded for the command line.
         print(f"posekit {args.command}: error: {one_line(error.for_cli())}", file=sys.stderr)
