@@ -16,9 +16,9 @@ from posekit.cli._common import one_line
 from posekit.errors import PosekitError
 from posekit.io.files import signals_raise
 
-# name -> its module (add(subparsers), run(args) -> exit code); the order is the order of `posekit --help`.
-_COMMANDS = {name: importlib.import_module(f"posekit.cli.{name}") for name in (
-    "info", "demo", "predict", "weights", "eval", "bench", "track", "track_eval", "compare", "export", "train",
+# name -> its module (add(subparsers), run(args) -> exit code; track-eval: track_eval.py); the order is `posekit --help`'s.
+_COMMANDS = {name: importlib.import_module(f"posekit.cli.{name.replace('-', '_')}") for name in (
+    "info", "demo", "predict", "weights", "eval", "bench", "track", "track-eval", "compare", "export", "train",
 )}
 
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with signals_raise():
-            return _COMMANDS[args.command.replace("-", "_")].run(args)  # track-eval: module track_eval
+            return _COMMANDS[args.command].run(args)
     except PosekitError as error:
         # A user-facing problem: one sentence, no traceback, its advice worded for the command line.
         print(f"posekit {args.command}: error: {one_line(error.for_cli())}", file=sys.stderr)
