@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -124,15 +124,22 @@ class VideoSource:
                              "a webcam index such as 0, or a stream URL")
         if not webcam and "://" not in self.name and os.stat(self.name).st_size == 0:
             raise VideoError(f"{self.name}: is empty (0 bytes); expected a video")
+        began = time.monotonic()
         try:
             if webcam:
                 return _open_webcam(int(self.name), self.timeout)
             container = av.open(self.name, timeout=self.timeout)
         except av.FFmpegError as error:
-            if error.errno == errno.ETIMEDOUT or "://" in self.name and "timed out" in str(error).lower():
-                raise VideoError(f"{self.name}: no answer within {self.timeout:g} s; expected a stream that sends "
-                                 "data (check the URL and that the server is streaming)") from None
-            raise VideoError(f"{self.name}: FFmpeg cannot open it ({error}); expected a video FFmpeg can read") from None
+            if "://" not in self.name:
+                raise VideoError(f"{self.name}: FFmpeg cannot open it ({error.strerror}); expected a video FFmpeg "
+                                 "can read") from None
+            # The timeout ends a silent server's wait through FFmpeg's interrupt callback (ExitError),
+            # or, for RTSP, as a reply that never came (invalid data) at the deadline.
+            if isinstance(error, av.ExitError) or time.monotonic() - began >= self.timeout:
+                raise VideoError(f"{self.name}: no answer within {self.timeout:g} s; expected a server that "
+                                 "streams video (check the URL and that the stream is running)") from None
+            raise VideoError(f"{self.name}: cannot open the stream ({error.strerror}); check the URL and that "
+                             "the server is running") from None
         if not container.streams.video:
             container.close()
             raise VideoError(f"{self.name}: has no video stream; expected a video")
