@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -28,7 +29,7 @@ from posekit.core.boxes import JOINT_THRESHOLD, box_iou, box_nms, clip_boxes, gr
 from posekit.core.coco17 import NUM_KEYPOINTS, OKS_SIGMAS, PERSON_CATEGORY_ID
 from posekit.core.oks import OKS_NMS_THRESHOLD, pose_similarity, rescore
 from posekit.core.smoothing import OneEuro
-from posekit.errors import PosekitError
+from posekit.errors import ArgumentError, PosekitError
 from posekit.models.flow import FlowFunction, RaftFlow, warp_keypoints
 
 if TYPE_CHECKING:
@@ -169,6 +170,7 @@ class PoseTracker:
         detect: DetectFunction | None = None,
         sigmas: np.ndarray | None = None,
     ) -> None:
+        detector_every, max_age = _whole_number("detector_every", detector_every), _whole_number("max_age", max_age)
         if propagation not in PROPAGATIONS:
             raise PosekitError(f"propagation {propagation!r} is unknown; expected 'flow', 'pose' or None")
         if similarity not in SIMILARITIES:
@@ -189,7 +191,7 @@ class PoseTracker:
             flow = RaftFlow(device=getattr(estimator, "device", "cpu"))
         self._flow = flow
         self._detect = detect or (lambda rgb, index: estimator.detect([rgb])[0])
-        self._sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
+        self._sigmas = None if sigmas is None else _joint_falloffs(sigmas)
         self.reset()
 
     def reset(self) -> None:
@@ -215,6 +217,7 @@ class PoseTracker:
 
         ``index`` defaults to the number of frames seen so far, ``time`` to ``index / 30`` s.
         """
+        rgb = _rgb_frame(rgb)
         index = self._frames_seen if index is None else index
         time = index / 30.0 if time is None else float(time)
         tracks = self._tracks
@@ -302,10 +305,41 @@ class PoseTracker:
 
     def _joint_sigmas(self, num_joints: int) -> np.ndarray:
         if self._sigmas is not None:
+            if len(self._sigmas) != num_joints:
+                raise ArgumentError(f"sigmas has {len(self._sigmas)} values, the poses {num_joints} joints; "
+                                    "expected one OKS falloff per joint")
             return self._sigmas
         if num_joints != NUM_KEYPOINTS:
             raise PosekitError(f"poses have {num_joints} joints: pass sigmas (one OKS falloff per joint)")
         return OKS_SIGMAS
+
+
+def _whole_number(name: str, value: object) -> int:
+    """``value`` as an int (a whole float such as 2.0 too), else an ArgumentError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)) \
+            or not float(value).is_integer():
+        raise ArgumentError(f"{name}={value!r}: expected a whole number")
+    return int(value)
+
+
+def _joint_falloffs(sigmas: object) -> np.ndarray:
+    """Per-joint OKS falloffs as a (K,) float64 array of positive finite numbers, else an ArgumentError."""
+    try:
+        values = np.asarray(sigmas, np.float64)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.ndim != 1 or not len(values) or not (np.isfinite(values) & (values > 0)).all():
+        raise ArgumentError(f"sigmas={sigmas!r}: expected one positive OKS falloff per joint, e.g. COCO's 17")
+    return values
+
+
+def _rgb_frame(rgb: object) -> np.ndarray:
+    """A frame as the tracker takes it, else an ArgumentError saying what is accepted. Shape: (H, W, 3) uint8."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+        described = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ArgumentError(f"a frame must be an (H, W, 3) uint8 RGB array, got a {described} (a grey frame: "
+                            "np.repeat(grey[..., None], 3, axis=2))")
+    return rgb
 
 
 def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | None = None) -> dict:
@@ -387,9 +421,14 @@ def track_video(
     """
     from tqdm.auto import tqdm
 
-    from posekit.io.video import VideoSource, VideoWriter
+    from posekit.io.video import VideoError, VideoSource, VideoWriter
     from posekit.viz import draw_tracks
 
+    if max_frames is not None:
+        max_frames = _whole_number("max_frames", max_frames)
+        if max_frames < 1:
+            raise ArgumentError(f"max_frames={max_frames}: expected 1 or more, or None for every frame")
+        max_frames = min(max_frames, sys.maxsize)  # islice's limit; no video is longer
     video = source if isinstance(source, VideoSource) else VideoSource(source)
     tracker.reset()
     frames: list[TrackedFrame] = []
@@ -406,7 +445,8 @@ def track_video(
                 frames.append(tracked)
                 bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
                 if writer is not None:
-                    writer.write(draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption))
+                    drawn = draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption)
+                    writer.write(drawn, frame.time)  # the source's timestamps: a variable rate stays in sync
         except KeyboardInterrupt:
             # Ctrl-C is how a webcam or stream is stopped: keep (and write) what was tracked so far.
             interrupted = True
@@ -414,6 +454,8 @@ def track_video(
             interrupted = False
         finally:
             bar.close()
+        if not frames and not interrupted:  # raised in the block: an mp4 without frames is not left behind
+            raise VideoError(f"{video.name}: no frame could be read; expected a video with at least one frame")
     seconds = {"tracking": tracking, "total": perf_counter() - start}
     names = video.file_names or [f"{f.index:06d}.jpg" for f in frames]
     return TrackingRun(frames, names, video.fps, seconds, interrupted)

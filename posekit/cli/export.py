@@ -32,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
         raise PosekitError(f"export needs the onnx and onnxruntime packages ({error}): pip install onnx onnxruntime") from None
 
     from posekit.estimator import PoseEstimator
+    from posekit.io.files import check_outputs
     from posekit.models.runtime import export_onnx
 
+    check_outputs({"--out": (args.out, "onnx")}, {"--weights": args.weights})
     estimator = PoseEstimator(args.weights, device="cpu")
     width, height = args.input or estimator.spec.input_size
     if width % 32 or height % 32:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
 
 from posekit.cli._common import (
     add_device_option,
@@ -62,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from posekit.models.detect import PersonDetector
     from posekit.track import JOINT_THRESHOLD, PoseTracker, to_posetrack, track_video
 
-    if args.detector_every < 1 or (args.max_frames is not None and args.max_frames < 1):
-        raise PosekitError("--detector-every and --max-frames take a positive number")
+    _check_arguments(args)
     propagation = None if args.propagation == "none" else args.propagation
     if args.posetrack_format == "official":
         from posekit.io.posetrack import sequence_folder
@@ -71,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         sequence = sequence_folder(args.input)  # before any work: the official file needs the sequence's name
     with warnings_as_lines("track"):
         video = VideoSource(args.input)  # a bad input is reported before any model loads
-        detect = _frame_boxes(args.boxes) if args.boxes is not None else None
+        detect = _FrameBoxes(args.boxes) if args.boxes is not None else None
         estimator = build_estimator(args, flip_test=args.flip, allow_untrained=True)
         if estimator.untrained_because is not None:
             print(f"posekit track: note: {estimator.untrained_because.for_cli()}", file=sys.stderr)
@@ -85,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
                           args.max_frames)
     if not run.frames:
         raise PosekitError(f"{args.input}: no frames could be read")
+    if detect is not None:
+        _warn_unmatched_boxes(args.boxes, detect.frames, run.frames)
     document = to_posetrack(run.frames, run.file_names)
     if args.posetrack_format == "official":
         from posekit.io.posetrack import official_posetrack
@@ -111,13 +111,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _frame_boxes(path: Path) -> Callable:
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Numbers in range and outputs that destroy nothing, before any model loads or frame is read."""
+    from posekit.io.files import check_outputs
+
+    for flag, value, minimum in (("--detector-every", args.detector_every, 1), ("--max-age", args.max_age, 0),
+                                 ("--max-frames", args.max_frames, 1)):
+        if value is not None and value < minimum:
+            raise PosekitError(f"{flag} {value}: expected a whole number >= {minimum}")
+    source = Path(args.input)
+    check_outputs({"--out": (args.out, "mp4"), "--json": (args.json, "json")},
+                  {"the input video": source if source.is_file() else None, "--boxes": args.boxes,
+                   "--eval's ground truth": args.eval})
+
+
+class _FrameBoxes:
     """``(rgb, frame index) -> (boxes, scores)`` from a COCO detection-results file keyed by frame index."""
-    import numpy as np
 
-    from posekit.models.detect import load_detections
+    def __init__(self, path: Path) -> None:
+        import numpy as np
 
-    boxes = load_detections(path)
-    none = (np.zeros((0, 4)), np.zeros(0))
-    return lambda rgb, index: boxes.get(index, none)
+        from posekit.models.detect import load_detections
+
+        self.frames = load_detections(path)
+        self._none = (np.zeros((0, 4)), np.zeros(0))
+
+    def __call__(self, rgb, index: int):
+        return self.frames.get(index, self._none)
+
+
+def _warn_unmatched_boxes(path: Path, boxes: dict, frames: list) -> None:
+    """Say so when no image id of a --boxes file is a tracked frame's index: every frame had no boxes."""
+    indices = {frame.index for frame in frames}
+    if boxes and not indices & boxes.keys():
+        ids = sorted(boxes)
+        print(f"posekit track: warning: --boxes {path}: none of its {len(ids)} image ids ({ids[0]} ... {ids[-1]}) "
+              f"is a frame index of this video (0 ... {max(indices)}), so no frame had boxes; expected "
+              "image_id = frame index from 0", file=sys.stderr)
 

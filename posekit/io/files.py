@@ -177,6 +177,61 @@ def check_writable(path: str | os.PathLike) -> os.stat_result | None:
     return info
 
 
+# What an existing file must look like for an output of each kind to replace it: posekit replaces
+# an earlier output of the same kind, never a file of another kind (a user's .json named as the video).
+_KIND_SIGNATURES = {
+    "mp4": ("an mp4 video", lambda head: head[4:8] == b"ftyp"),  # ISO base media: a box whose type is ftyp
+    "json": ("a JSON file", lambda head: head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")),
+    "onnx": ("an ONNX model", lambda head: head[:1] == b"\x08"),  # protobuf field 1 (ir_version), a varint
+}
+
+
+def check_outputs(
+    outputs: dict[str, tuple[str | os.PathLike | None, str]], inputs: dict[str, str | os.PathLike | None]
+) -> None:
+    """Refuse, before a run starts, outputs that would destroy something: the one rule of every
+    command that writes named files.
+
+    An output is refused when it is one of the run's inputs, under any spelling (``./a.mp4``, an
+    absolute path, a symlink or hard link to it); when two outputs are one file (one would silently
+    replace the other); when it is something :func:`atomic_write` refuses (a folder ...); and when it
+    is an existing non-empty regular file of another kind than the output (a user's ``.json`` given
+    as the video). Devices and FIFOs (``/dev/null``) pass: they are written through.
+
+    Args:
+        outputs: label (``"--out"``) -> (path or None for not asked, kind: ``"mp4"``, ``"json"`` or ``"onnx"``).
+        inputs: label (``"the input video"``, ``"--boxes"``) -> path or None; paths that do not
+            exist (a URL, a registered weights name) are not files and cannot be replaced.
+
+    Raises:
+        OutputError: the message names the output, what it would replace and what is expected.
+    """
+    named = {file_key(path): (label, path) for label, path in inputs.items() if path is not None and file_key(path)}
+    seen: dict[object, tuple[str, str | os.PathLike]] = {}
+    for label, (path, kind) in outputs.items():
+        if path is None:
+            continue
+        key = file_key(path)
+        if key in named:
+            other, other_path = named[key]
+            raise OutputError(f"{label} {path} is {other} ({other_path}); posekit never replaces an input: "
+                              "expected a new file name")
+        same = key or os.path.realpath(path)  # not there yet: two spellings of one new name meet here
+        if same in seen:
+            other, other_path = seen[same]
+            raise OutputError(f"{label} {path} and {other} {other_path} are one file, so one output would replace "
+                              "the other; expected two file names")
+        seen[same] = label, path
+        info = check_writable(path)
+        if info is not None and stat.S_ISREG(info.st_mode) and info.st_size:
+            what, looks_right = _KIND_SIGNATURES[kind]
+            with open(path, "rb") as file:
+                head = file.read(64)
+            if not looks_right(head):
+                raise OutputError(f"{label} {path} is an existing file that is not {what}; posekit replaces only "
+                                  f"an earlier output of its kind: expected a new name or {what}")
+
+
 def remove_pending() -> None:
     """Delete the temporary files of the :func:`atomic_write` blocks in progress.
 

@@ -22,6 +22,7 @@ from urllib.request import Request, build_opener
 from posekit.errors import ChecksumError, DownloadError, Hint
 
 CHUNK_BYTES = 1 << 20
+# Seconds any network read (connecting, through a proxy too, and between bytes) may wait: a silent peer ends the download.
 TIMEOUT_SECONDS = 30
 GDRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"
 GDRIVE_FILE_URL = "https://drive.google.com/uc?id={}"
@@ -220,7 +221,7 @@ def _gdrive_folder_file_id(folder_id: str, path_in_folder: str, dest: Path, hint
     """Look up the file id of ``path_in_folder`` (e.g. "pose_coco/x.pth.tar") in a shared folder."""
     import gdown
 
-    listing = gdown.download_folder(id=folder_id, skip_download=True, quiet=True)
+    listing = gdown.download_folder(id=folder_id, skip_download=True, quiet=True, timeout=TIMEOUT_SECONDS)
     for entry in listing:
         if Path(entry.path).as_posix().endswith(path_in_folder):
             return entry.id
@@ -276,7 +277,7 @@ def download_gdrive(
 
         try:
             resolved_id = file_id or _gdrive_folder_file_id(folder_id, path_in_folder, dest, hint)
-            gdown.download(id=resolved_id, output=str(part), quiet=not progress, resume=True)
+            gdown.download(id=resolved_id, output=str(part), quiet=not progress, resume=True, timeout=TIMEOUT_SECONDS)
         except DownloadError:
             raise
         except (OSError, gdown.exceptions.DownloadError) as error:

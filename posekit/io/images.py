@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Iterable, Union
@@ -161,12 +162,24 @@ def _readable_suffixes() -> frozenset[str]:
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
+def natural_order(path: str | os.PathLike) -> tuple:
+    """Sort key putting numbers in names in numeric order: ``frame2.jpg`` before ``frame10.jpg``.
+
+    Digit runs compare as numbers, the rest as text; ties (``01`` and ``1``) fall back to the full text.
+    """
+    text = str(path)
+    parts = re.split(r"(\d+)", text)
+    return tuple((0, int(part), "") if index % 2 else (1, 0, part) for index, part in enumerate(parts)), text
+
+
 def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files, folders and glob patterns into a list of image paths.
 
     A file is kept whatever its name (:func:`load_image` says if it is not an image); a folder
-    gives its image files (not its subfolders), sorted, and a warning names the other files it
-    skipped; a glob gives its matches, sorted. Order follows ``inputs``. A file reached twice,
+    gives its image files (not its subfolders and not its hidden files, such as the ``._NAME``
+    files macOS leaves on shared drives), and a warning names the other files it skipped; a glob
+    gives its matches. Names sort naturally: numbers by value (``2.jpg`` before ``10.jpg``), so
+    video frames named without leading zeros stay in order. Order follows ``inputs``. A file reached twice,
     under any spelling (``a.jpg``, ``./a.jpg``, its absolute path, a symlink or hard link to
     it), is kept once, under its first spelling. An input that exists neither as a path nor as
     a glob match, is empty, is not a regular file (a FIFO, a device) or is a folder that cannot
@@ -188,19 +201,22 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             warnings.warn("an empty input (an unset variable?); skipped", stacklevel=2)
         elif path.is_dir():
             try:
-                files = sorted(p for p in path.iterdir() if p.is_file())
+                files = sorted((p for p in path.iterdir() if p.is_file()), key=natural_order)
             except OSError as error:
                 warnings.warn(f"{path}: folder cannot be read ({error.strerror or error}); skipped", stacklevel=2)
                 continue
-            skipped = [p.name for p in files if p.suffix.lower() not in suffixes]
+            wanted = [p.suffix.lower() in suffixes and not p.name.startswith(".") for p in files]
+            images = [p for p, keep in zip(files, wanted) if keep]
+            skipped = [p.name for p, keep in zip(files, wanted) if not keep]
             if skipped:
-                warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are not images: {', '.join(skipped)}", stacklevel=2)
-            add(p for p in files if p.suffix.lower() in suffixes)
+                warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are hidden or not images: "
+                              f"{', '.join(skipped)}", stacklevel=2)
+            add(images)
         elif path.is_file():
             add([path])
         elif path.exists():
             warnings.warn(f"{item}: not a regular file (a FIFO, device or socket); {_EXPECTED}; skipped", stacklevel=2)
-        elif any(char in item for char in "*?[") and (matches := sorted(glob.glob(item))):
+        elif any(char in item for char in "*?[") and (matches := sorted(glob.glob(item), key=natural_order)):
             add(Path(m) for m in matches if Path(m).is_file())
         else:
             warnings.warn(f"{item}: no such file, folder or glob match; skipped", stacklevel=2)
