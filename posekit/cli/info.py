@@ -1,4 +1,4 @@
-"""`posekit info`: versions, device, cache directory and cached weights."""
+"""`posekit info`: posekit's and its dependencies' versions, device, cache directory and cached weights."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torchvision
 
+    import posekit
     from posekit.core.device import resolve_device
     from posekit.io import hub
     from posekit.models import weights
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
         device = f"cpu ({torch.get_num_threads()} threads)"
     cached = [name for name in weights.WEIGHTS if weights.cached_weights_path(name) is not None]
     rows = [
+        ("posekit", posekit.__version__),
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("torchvision", torchvision.__version__),
