@@ -258,3 +258,13 @@ def test_a_users_photo_named_like_a_drawing_is_never_replaced(tmp_path, capsys, 
     code, stdout, stderr = predict(capsys, *args)
     assert code == 0 and "2 images" in stdout and "skipped 2 drawing(s) of an earlier run" in stderr
     assert sorted(p.name for p in folder.iterdir()) == sorted(["results.json", "warrior.jpg", "warrior_pose.jpg", *drawings])
+
+
+def test_offline_detector_advice_works_as_printed(tmp_path, capsys, offline, small_checkpoint):
+    out = tmp_path / "out"
+    args = [JPEGS[0], "--weights", small_checkpoint, "--out", out, "--backend", "torch", "--no-flip"]
+    code, _, stderr = predict(capsys, *args, "--detector", "fasterrcnn_mobilenet_v3_large_fpn")
+    [line] = stderr.strip().splitlines()[-1:]
+    assert code == 1 and "(connection refused)" in line and "pass --detector none to take the whole image" in line
+    code, stdout, stderr = predict(capsys, *args, "--detector", "none")  # the advice, as printed
+    assert code == 0 and "1 images, 1 people" in stdout, stderr
