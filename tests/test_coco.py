@@ -640,3 +640,24 @@ def test_evaluate_gives_exactly_the_keypoints_of_the_estimator():
         # OKS-NMS orders the kept people by score: compare as sets of rows.
         assert sorted(map(tuple, found.reshape(len(found), -1))) == sorted(
             map(tuple, expected.astype(np.float64).reshape(len(expected), -1)))
+
+
+def test_cli_eval_takes_an_annotation_file_an_image_folder_and_a_detections_file(tmp_path, monkeypatch, capsys):
+    from posekit import cli
+
+    checkpoint = tiny_registered_weights(tmp_path, monkeypatch)
+    out = tmp_path / "results.json"
+    argv = ["eval", "--ann", str(ANN_FILE), "--images", str(SAMPLE), "--boxes", str(DET_FILE), "--weights",
+            str(checkpoint), "--limit", "1", "--workers", "0", "--device", "cpu", "--no-flip", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr()
+    assert "people in 1 images" in printed.err and "AP" in printed.out
+    expected = CocoPersonDataset(ANN_FILE, SAMPLE, boxes=DET_FILE, max_images=1)
+    assert {r["image_id"] for r in json.loads(out.read_text())} == set(expected.image_ids)
+    # A detections file that is not there, or not detections, is named in the one error line.
+    for boxes, says in ((tmp_path / "missing.json", "no such file"), (ANN_FILE.parent / "ATTRIBUTION.md", "")):
+        assert cli.main([*argv[:5], "--boxes", str(boxes), *argv[7:]]) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert line.startswith("posekit eval: error: ") and str(boxes) in line and says in line
+    assert cli.main(["eval", "--ann", str(ANN_FILE), "--weights", str(checkpoint)]) == 1
+    assert "expected --coco-root DIR (the COCO layout), or --ann FILE and --images DIR" in capsys.readouterr().err
