@@ -2,6 +2,7 @@
 and environment.yml install with it (a fake interpreter records what pip would have been asked)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -110,3 +111,15 @@ def test_make_lock_pins_the_venv_without_posekit(fake_venv, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert pins(lock) == {"numpy": Version("2.4.6"), "torch": Version("2.14.1")}
     assert "make test-latest && make lock" in lock.read_text()
+
+
+def test_finetune_run_folder_is_git_ignored() -> None:
+    # Run All with the default OUT (relative to notebooks/) leaves checkpoints nothing may commit by mistake.
+    cell = json.loads((ROOT / "notebooks" / "06_finetune.ipynb").read_text())["cells"][1]["source"]
+    cell = "".join(cell)
+    out = re.search(r'^OUT = "([^"]+)"', cell, re.MULTILINE).group(1)
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name in ("last.pth", "best.pth", "log.csv"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"notebooks/{out}/run/{name}"], cwd=ROOT)
+        assert ignored.returncode == 0, f"notebooks/{out}/run/{name} is not git-ignored"
