@@ -88,7 +88,7 @@ def _data_paths(args: argparse.Namespace, cocodata) -> tuple[Path, Path, Path | 
     """(annotation file, image folder, the paper's detections file or None) from --coco-root or --ann and
     --images, each checked before any network loads; a --boxes file is checked here too."""
     separate = args.ann is not None or args.images is not None
-    if (args.coco_root is None) == separate or (separate and (args.ann is None or args.images is None)):
+    if (args.coco_root is not None) == separate or (separate and (args.ann is None or args.images is None)):
         raise PosekitError("expected --coco-root DIR (the COCO layout), or --ann FILE and --images DIR, not both")
     if args.boxes not in ("gt", "detections") and not Path(args.boxes).is_file():
         raise PosekitError(f"--boxes {args.boxes}: no such file; expected 'gt', 'detections' or a COCO "
