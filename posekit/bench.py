@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -276,14 +276,15 @@ def run_benchmark(
     repeats: int = 3,
     max_batch: int = 64,
     backend: str = "auto",
-    memory_people: Sequence[int] = (100, 200, 800),
+    memory_people: Sequence[int] = (),
+    progress: bool = False,
 ) -> BenchResult:
     """Time posekit's top-down core per stage on mini-batches of real person boxes.
 
     For each size in ``batches``: one cold run, then ``repeats`` warm runs of
     :func:`time_stages`, each timed per stage and watched for peak memory. Sizes in
     ``memory_people`` not already run are run once more to show that peak memory follows
-    ``max_batch``, not the number of people.
+    ``max_batch``, not the number of people (none by default: those runs take longer than the timing).
 
     Args:
         batches: people per mini-batch (all in one image).
@@ -299,6 +300,7 @@ def run_benchmark(
         max_batch: people per network call; bounds the memory.
         backend: "torch", "onnxruntime", or "auto" (see :func:`posekit.models.runtime.inference_forward`).
         memory_people: numbers of people whose peak memory is reported.
+        progress: say each stage on stderr as it starts (the command line does).
 
     Returns:
         A :class:`BenchResult`.
@@ -315,7 +317,11 @@ def run_benchmark(
     with _torch_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the same random network every run, without touching the caller's RNG
         return _measure(batches, depth, tuple(input_size), device, flip, precision, channels_last, compile, repeats,
-                        max_batch, backend, memory_people)
+                        max_batch, backend, memory_people, _say if progress else lambda message: None)
+
+
+def _say(message: str) -> None:
+    print(f"posekit bench: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -331,8 +337,9 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _measure(batches, depth, input_size, device, flip, precision, channels_last, compile, repeats, max_batch, backend,
-             memory_people) -> BenchResult:
-    """The body of :func:`run_benchmark`, on checked arguments."""
+             memory_people, say: Callable[[str], None]) -> BenchResult:
+    """The body of :func:`run_benchmark`, on checked arguments; ``say`` reports progress."""
+    say(f"building pose_resnet_{depth} and measuring the machine's matmul FLOP/s")
     model = pose_resnet(depth=depth).eval().to(device)
     model.input_spec = model.input_spec.replace(input_size=input_size)
     model_flops = count_flops(model, input_size)
@@ -340,6 +347,7 @@ def _measure(batches, depth, input_size, device, flip, precision, channels_last,
     # A GPU needs a larger problem than a CPU to reach its peak.
     matmul_size = 8192 if device.type == "cuda" else 2048
     matmul = matmul_flops(device, matmul_dtype, matmul_size)
+    say(f"preparing the {backend} forward (an ONNX export or a compilation can take a minute)")
     started = time.perf_counter()
     forward = inference_forward(model, backend, precision, channels_last=channels_last, compile=compile)
     setup_seconds = time.perf_counter() - started
@@ -350,7 +358,8 @@ def _measure(batches, depth, input_size, device, flip, precision, channels_last,
     for people in batches:
         batch = sample_people(people)
         runs, peaks = [], []
-        for _ in range(repeats + 1):
+        for run in range(repeats + 1):
+            say(f"{people} people: {'cold run' if run == 0 else f'warm run {run} of {repeats}'}")
             with _peak_memory(device, baseline, peaks):
                 _, times = time_stages(forward, model.input_spec, batch, flip, max_batch, device)
             runs.append(times)
@@ -358,6 +367,7 @@ def _measure(batches, depth, input_size, device, flip, precision, channels_last,
         measured.append((people, runs, max(peaks)))
 
     for people in sorted(set(memory_people) - set(peaks_by_people)):
+        say(f"peak memory of {people} people")
         peaks = []
         with _peak_memory(device, baseline, peaks):
             time_stages(forward, model.input_spec, sample_people(people), flip, max_batch, device)
@@ -457,8 +467,11 @@ def format_table(result: BenchResult) -> str:
     label_width = max(len(label) for label, _ in rows)
     column_width = max(12, *(len(cell) for _, cells in rows for cell in cells))
     lines = header + [f"{label:<{label_width}}" + "".join(f"{cell:>{column_width + 2}}" for cell in cells) for label, cells in rows]
-    memory = ", ".join(f"{people} people {peak / 2**20:.0f} MB" for people, peak in result.memory_peaks.items())
-    lines += ["", f"peak memory in chunks of {result.max_batch} ({'CUDA allocated' if result.device.startswith('cuda') else 'RSS'} above start): {memory}"]
+    lines.append("")
+    if result.memory_peaks:
+        memory = ", ".join(f"{people} people {peak / 2**20:.0f} MB" for people, peak in result.memory_peaks.items())
+        lines.append(f"peak memory in chunks of {result.max_batch} "
+                     f"({'CUDA allocated' if result.device.startswith('cuda') else 'RSS'} above start): {memory}")
     lines.append("the stages are those of posekit.core.topdown, the code PoseEstimator and posekit eval run; "
                  "the paper-style reference pipeline: python benchmarks/reference.py")
     lines += [f"note: {note}" for note in result.notes[1:]]

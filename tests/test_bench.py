@@ -197,3 +197,22 @@ def test_matmul_probe_restores_the_tf32_setting():
     before = torch.backends.cuda.matmul.allow_tf32
     assert matmul_flops("cpu", size=64) > 0
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+def test_cli_reports_each_stage_and_measures_memory_only_on_request(tmp_path, capsys, monkeypatch):
+    import posekit.bench
+
+    swept = []
+    monkeypatch.setattr(posekit.bench, "sample_people", lambda people: swept.append(people) or sample_people(people))
+    args = ["bench", "--batches", "3", "--depth", "18", "--input", "96x64", "--repeats", "1", "--max-batch", "2",
+            "--backend", "torch"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert swept == [3]  # the timed batch only: no memory sweep unless asked
+    progress = [line for line in captured.err.splitlines() if line.startswith("posekit bench: ")]
+    assert progress[-2:] == ["posekit bench: 3 people: cold run", "posekit bench: 3 people: warm run 1 of 1"]
+    assert "peak memory in chunks" not in captured.out and "peak memory (MB)" in captured.out
+    assert main([*args, "--memory-people", "5"]) == 0
+    captured = capsys.readouterr()
+    assert swept == [3, 3, 5] and "posekit bench: peak memory of 5 people" in captured.err
+    assert "peak memory in chunks of 2 (RSS above start): 5 people" in captured.out

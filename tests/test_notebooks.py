@@ -265,6 +265,9 @@ def test_finetune_runs_offline_on_synthetic_people(kernel_specs: KernelSpecManag
     assert "2 epochs in" in printed and "pose_resnet_18, 17 joints" in printed
     assert (out / "run" / "last.pth").is_file() and (out / "run" / "log.csv").is_file()
     assert _pictures(notebook) >= 2, "the curves and the before/after skeletons"
+    # The per-epoch log is on stdout: in Jupyter stderr shows as red error boxes.
+    assert re.search(r"^epoch 2\b", printed, re.MULTILINE)
+    assert not [o.text for o in _outputs(notebook) if o.output_type == "stream" and o.name == "stderr" and "epoch" in o.text]
 
 
 def test_compare_motion_runs_offline_on_synthetic_takes(kernel_specs: KernelSpecManager, offline: Path, tmp_path: Path) -> None:

@@ -636,8 +636,9 @@ def warning_lines(stderr: str) -> list[str]:
 
 
 def written_path(file) -> str:
-    """The path a file object opened on a descriptor writes to (atomic_write's temporary file)."""
-    return os.readlink(f"/proc/self/fd/{file.fileno()}")
+    """The path atomic_write's file object writes to (its temporary file). It hands out no fileno(), so that
+    every write is checked: the descriptor is its raw file's name."""
+    return os.readlink(f"/proc/self/fd/{file.raw.name}")
 
 
 def strict_json(path: Path) -> object:

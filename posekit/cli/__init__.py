@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import Sequence
 
+import posekit
 from posekit.cli._common import one_line
 from posekit.errors import PosekitError
 from posekit.io.files import signals_raise
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="posekit",
         description="Top-down human pose estimation with SimpleBaseline (Xiao et al., ECCV 2018).",
     )
+    parser.add_argument("--version", action="version", version=f"posekit {posekit.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in _COMMANDS.values():
         command.add(sub)

@@ -28,8 +28,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=at_least(1), metavar="N", help="CPU threads (default: torch's setting)")
     parser.add_argument("--repeats", type=at_least(1), default=3, metavar="R", help="warm runs per batch (default: 3)")
     add_max_batch_option(parser, 64)
-    parser.add_argument("--memory-people", type=at_least(1), nargs="+", default=[100, 200, 800], metavar="N",
-                        help="numbers of people whose peak memory is shown (default: 100 200 800)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure the peak memory of 100, 200 and 800 people (longer than the timing)")
+    parser.add_argument("--memory-people", type=at_least(1), nargs="+", metavar="N",
+                        help="measure the peak memory of these numbers of people instead (implies --memory)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write all measurements as JSON")
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_benchmark(
         batches=args.batches, depth=args.depth, input_size=args.input, device=args.device, flip=args.flip,
         precision=args.precision, channels_last=args.channels_last, compile=args.compile, threads=args.threads,
-        repeats=args.repeats, max_batch=args.max_batch, backend=args.backend, memory_people=args.memory_people,
+        repeats=args.repeats, max_batch=args.max_batch, backend=args.backend, memory_people=args.memory_people or ([100, 200, 800] if args.memory else []), progress=True,
     )
     print(format_table(result))
     if args.json is not None:

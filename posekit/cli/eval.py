@@ -1,4 +1,5 @@
-"""`posekit eval`: COCO val2017 keypoint AP with the paper's protocol."""
+"""`posekit eval`: COCO keypoint AP with the paper's protocol, on COCO val2017 (--coco-root) or any annotation
+file and image folder (--ann, --images)."""
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,12 @@ from posekit.errors import PosekitError
 
 def add(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="COCO val2017 keypoint AP with the paper's protocol (pycocotools)")
-    parser.add_argument("--coco-root", type=Path, required=True,
+    parser.add_argument("--coco-root", type=Path,
                         help="folder holding val2017/, annotations/person_keypoints_val2017.json and "
                              "person_detection_results/ (what --download creates)")
+    parser.add_argument("--ann", type=Path, metavar="FILE",
+                        help="a COCO person-keypoint annotation file, instead of --coco-root (with --images)")
+    parser.add_argument("--images", type=Path, metavar="DIR", help="the folder of its images (with --ann)")
     add_weights_option(parser)
     parser.add_argument("--boxes", default="gt",
                         help="'gt' for the annotated boxes (default), 'detections' for the paper's person "
@@ -49,23 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from posekit.io import cocodata
     from posekit.train import distributed
 
-    paths = cocodata.CocoPaths(args.coco_root)
-    needed = ["val2017", "annotations"] + (["detections"] if args.boxes == "detections" else [])
-    if args.download:
-        cocodata.download_coco(args.coco_root, needed)
-    missing = [str(paths.path(part)) for part in paths.missing(needed)]
-    if missing:
-        raise PosekitError(
-            f"{args.coco_root}: missing {', '.join(missing)}; run again with --download on a machine with internet "
-            "(or put COCO val2017 there in that layout)"
-        )
+    ann_file, image_dir, detections_file = _data_paths(args, cocodata)
     # The estimator resolves the weights (name, file or URL), how to feed them, the device and the backend.
     # Under torchrun each process takes its own GPU and a share of the images (posekit.train.distributed).
     args.device = distributed.device_for_rank(args.device)
     with warnings_as_lines("eval"):
         estimator = build_estimator(args, flip_test=args.flip, decode=args.decode, max_batch=args.max_batch)
-    boxes = paths.detections_file if args.boxes == "detections" else args.boxes
-    dataset = coco.CocoPersonDataset(paths.ann_file, paths.image_dir, boxes=boxes, max_images=args.limit)
+    boxes = detections_file if args.boxes == "detections" else args.boxes
+    dataset = coco.CocoPersonDataset(ann_file, image_dir, boxes=boxes, max_images=args.limit)
     if distributed.process_rank() == 0:
         print(
             f"{estimator.weights_source}: {dataset.num_people} people in {len(dataset.image_ids)} images, boxes "
@@ -87,3 +82,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"results: {result.save_results(args.out)}")
     return 0
 
+
+
+def _data_paths(args: argparse.Namespace, cocodata) -> tuple[Path, Path, Path | None]:
+    """(annotation file, image folder, the paper's detections file or None) from --coco-root or --ann and
+    --images, each checked before any network loads; a --boxes file is checked here too."""
+    separate = args.ann is not None or args.images is not None
+    if (args.coco_root is not None) == separate or (separate and (args.ann is None or args.images is None)):
+        raise PosekitError("expected --coco-root DIR (the COCO layout), or --ann FILE and --images DIR, not both")
+    if args.boxes not in ("gt", "detections") and not Path(args.boxes).is_file():
+        raise PosekitError(f"--boxes {args.boxes}: no such file; expected 'gt', 'detections' or a COCO "
+                           "detection-results JSON file")
+    if separate:
+        if args.boxes == "detections" or args.download:
+            raise PosekitError("--boxes detections and --download take the COCO layout: use --coco-root, or give "
+                               "your detections file as --boxes FILE")
+        if not args.ann.is_file():
+            raise PosekitError(f"--ann {args.ann}: no such file; expected a COCO person-keypoint annotation file")
+        if not args.images.is_dir():
+            raise PosekitError(f"--images {args.images}: no such folder; expected the folder of the annotated images")
+        return args.ann, args.images, None
+    paths = cocodata.CocoPaths(args.coco_root)
+    needed = ["val2017", "annotations"] + (["detections"] if args.boxes == "detections" else [])
+    if args.download:
+        cocodata.download_coco(args.coco_root, needed)
+    missing = [str(paths.path(part)) for part in paths.missing(needed)]
+    if missing:
+        raise PosekitError(
+            f"{args.coco_root}: missing {', '.join(missing)}; run again with --download on a machine with internet "
+            "(or put COCO val2017 there in that layout, or give --ann FILE --images DIR)"
+        )
+    return paths.ann_file, paths.image_dir, paths.detections_file

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import secrets
@@ -84,7 +85,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
     The data goes to a hidden ``.NAME.<random>.part`` file in the same folder (the same file
     system, so the rename is atomic): readers see the old file or the complete new one, never a
-    mix. The data is flushed and fsync'ed before the rename, so a full disk is noticed here. If
+    mix. Every write is checked (the file gives writers no descriptor to bypass it, see :class:`_WritesChecked`),
+    and the data is flushed and fsync'ed before the rename, so a full disk is noticed here. If
     the ``with`` block raises, the temporary file is deleted and ``path`` is untouched; SIGTERM is
     covered by :func:`remove_pending`. Missing parent folders are created. A new file gets the
     permissions ``open(path, "w")`` would give it (0666 less the umask); a replaced file keeps its own.
@@ -138,10 +140,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies
             if info is not None:
                 os.fchmod(descriptor, stat.S_IMODE(info.st_mode))
-            with open(descriptor, mode, encoding=encoding) as file:
+            binary = io.BufferedWriter(_WritesChecked(descriptor, "w"))
+            with binary if mode == "wb" else io.TextIOWrapper(binary, encoding=encoding) as file:
                 yield file
                 file.flush()
-                os.fsync(file.fileno())
+                os.fsync(descriptor)
             os.replace(temporary, target)
         except PosekitError:
             raise
@@ -152,6 +155,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
     finally:
         _PENDING.discard(temporary)
+
+
+class _WritesChecked(io.FileIO):
+    """A file that keeps its descriptor to itself, so that every byte goes through Python's io, which writes
+    all of them or raises (ENOSPC on a full disk).
+
+    Writers handed the descriptor may not check for a short write: Pillow's encoders call write(2) once per
+    buffer and carry on when a nearly full disk took only part of it, which left a truncated JPEG under its
+    final name. Without ``fileno()`` Pillow (and any such writer) falls back to ``file.write``.
+    """
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("atomic_write's files take writes through write() only")
 
 
 def check_writable(path: str | os.PathLike) -> os.stat_result | None:

@@ -163,7 +163,9 @@ class Checkpoint:
 
     def describe(self) -> str:
         """E.g. "mmpose 1.x keys, DataParallel"."""
-        return f"{self.key_format} keys" + (", DataParallel" if self.data_parallel else "")
+        # posekit's network has the official code's key names: "official" alone would misname a user's own file.
+        layout = "posekit/official" if self.key_format == "official" else self.key_format
+        return f"{layout} keys" + (", DataParallel" if self.data_parallel else "")
 
 
 def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Checkpoint:
@@ -215,7 +217,7 @@ def _channel_order_of(key_format: str, container: str | None, content: object, s
     if key_format.startswith("mmpose"):
         return "rgb", f"{key_format} keys (mmpose trains on RGB)"
     if container is None or (container == "state_dict" and all(key in content for key in OFFICIAL_TRAINER_KEYS)):
-        return "bgr", "official keys (the official code trains on BGR)"
+        return "bgr", "posekit/official keys without a saved input spec (taken as trained like the official code, on BGR)"
     return None, f"official-layout keys in a {container!r} container the official trainer does not write"
 
 

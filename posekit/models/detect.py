@@ -69,7 +69,7 @@ def detector_checkpoint_path(name: str, progress: bool = True) -> Path:
     sha256_prefix = Path(filename).stem.rsplit("-", 1)[-1]
     destination = hub.cache_dir() / "checkpoints" / filename
     hint = Hint(python="pass the person boxes yourself, as estimator(images, boxes)",
-                cli="give person boxes with --boxes FILE")
+                cli="give person boxes with --boxes FILE, or pass --detector none to take the whole image as one person")
     return hub.download_url(url, destination, sha256=sha256_prefix, progress=progress, hint=hint)
 
 

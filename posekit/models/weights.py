@@ -225,9 +225,11 @@ def _fetch(source: str, progress: bool) -> tuple[str, Path, str]:
             try:
                 path = download_weights(FALLBACK_WEIGHTS, progress)
             except DownloadError as also:
+                # The fallback's failure without its advice, which would repeat the first one's.
+                failed = str(also).split(";")[0].split(", or ")[0]
                 raise DownloadError(
-                    f"{refused}; the fallback {FALLBACK_WEIGHTS} failed too: {also}",
-                    cli_message=f"{refused.for_cli()}; the fallback {FALLBACK_WEIGHTS} failed too: {also.for_cli()}",
+                    f"{refused}; the fallback {FALLBACK_WEIGHTS} failed too: {failed}",
+                    cli_message=f"{refused.for_cli()}; the fallback {FALLBACK_WEIGHTS} failed too: {failed}",
                 ) from None
             notice = (
                 f"{DEFAULT_WEIGHTS} could not be fetched from Google Drive, so posekit uses {fallback.name} "
