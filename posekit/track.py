@@ -442,11 +442,11 @@ def track_video(
                 began = perf_counter()
                 tracked = tracker.update(frame.rgb, frame.index, frame.time)
                 tracking += perf_counter() - began
-                frames.append(tracked)
-                bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
                 if writer is not None:
                     drawn = draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption)
                     writer.write(drawn, frame.time)  # the source's timestamps: a variable rate stays in sync
+                frames.append(tracked)  # only now: a frame Ctrl-C interrupts is in neither the video nor the tracks
+                bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
         except KeyboardInterrupt:
             # Ctrl-C is how a webcam or stream is stopped: keep (and write) what was tracked so far.
             interrupted = True

@@ -298,12 +298,12 @@ def fake_gdown(monkeypatch):
         SimpleNamespace(id="ID_WANTED", path="pose_coco/pose_resnet_50_256x192.pth.tar", local_path="y"),
     ]
 
-    def download(id, output, quiet, resume):  # noqa: A002 (gdown's keyword)
+    def download(id, output, quiet, resume, timeout=None):  # noqa: A002 (gdown's keyword)
         calls["download"].append({"id": id, "output": output, "resume": resume})
         Path(output).write_bytes(PAYLOAD)
         return output
 
-    def download_folder(id, skip_download, quiet):  # noqa: A002
+    def download_folder(id, skip_download, quiet, timeout=None):  # noqa: A002
         calls["download_folder"].append(id)
         assert skip_download
         return listing

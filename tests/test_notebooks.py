@@ -135,7 +135,10 @@ def test_colab_install_keeps_colab_torch(kernel_specs: KernelSpecManager, monkey
     printed = _printed(notebook)
     would_install = [line.strip() for line in re.findall(r"^Would install (.*)$", printed, re.MULTILINE)]
     # Everything else is installed here, as torch is on Colab: pip must leave it alone.
-    assert would_install == ["posekit-0.1.0"], printed[-2000:]
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert would_install == [f"posekit-{version}"], printed[-2000:]
 
 
 def test_quickstart_runs_offline(kernel_specs: KernelSpecManager, offline: Path) -> None:
