@@ -221,8 +221,9 @@ def _assert_ratio_in_words(ratio: float, words: float, direction: str) -> None:
     """``words`` and ``direction`` say the speed ratio ``ratio`` (other time / this time) the right way round."""
     if direction == "as fast as":
         assert ratio >= 1 and words == pytest.approx(ratio, abs=0.006)
-    else:  # both printed to two decimals: the ratio within 0.005 of the value that was inverted
-        assert ratio <= 1 and 1 / (ratio + 0.006) <= words <= 1 / max(ratio - 0.006, 1e-9)
+    else:  # both printed to two decimals: each within 0.005 of its exact value, and the exact words = 1 / exact ratio
+        exact = (ratio - 0.0051, ratio + 0.0051)
+        assert ratio <= 1 and 1 / exact[1] - 0.0051 <= words <= 1 / max(exact[0], 1e-9) + 0.0051
 
 
 def test_timing_without_a_checkout_says_the_reference_did_not_run(
