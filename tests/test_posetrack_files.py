@@ -133,7 +133,7 @@ def _broken(change) -> dict:
 @pytest.mark.parametrize("change, field, expected", [
     (lambda c: c.pop("images"), "", "a PoseTrack JSON"),
     (lambda c: c.update(annotations={"a": 1}), "annotations", "a list"),
-    (lambda c: c["images"][0].pop("id"), r"images\[0\].id", "a number or string"),
+    (lambda c: c["images"][0].update(id=[1]), r"images\[0\].id is list \[1\]", "a number or string"),
     (lambda c: c["images"].append(dict(c["images"][0])), r"images\[3\].id", "an id of one image only"),
     (lambda c: c["annotations"][1].update(image_id=5), r"annotations\[1\].image_id", "the id of an image listed"),
     (lambda c: c["annotations"][0].update(keypoints=[1, 2, 3]), r"annotations\[0\].keypoints", "a list of 51 numbers"),
@@ -151,6 +151,13 @@ def test_malformed_ground_truth_is_one_error_naming_file_field_and_expectation(t
     path = write(tmp_path / "gt.json", _broken(change))
     with pytest.raises(AnnotationError, match=rf"gt.json: {field}.*expected {expected}"):
         load_posetrack(path)
+
+
+def test_a_record_without_its_id_names_the_missing_field(tmp_path):
+    with pytest.raises(AnnotationError, match=r"gt.json: images\[0\]: missing field\(s\) id"):
+        load_posetrack(write(tmp_path / "gt.json", _broken(lambda c: c["images"][0].pop("id"))))
+    with pytest.raises(AnnotationError, match=r"gt.json: annotations\[2\]: missing field\(s\) image_id"):
+        load_posetrack(write(tmp_path / "gt.json", _broken(lambda c: c["annotations"][2].pop("image_id"))))
 
 
 def test_loading_takes_linear_time_in_the_number_of_annotations(tmp_path):
