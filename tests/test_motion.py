@@ -253,3 +253,24 @@ def test_angular_velocities_wrap_and_follow_the_frame_rate():
     np.testing.assert_allclose(velocities[:, 0], [600, 600, 600, 600])
     assert velocities[0, 1] == 300 and np.isnan(velocities[1:, 1]).all()
     assert angular_velocities(angles[:1], 30).tolist() == [[0.0, 0.0]]
+
+
+def test_the_readme_compare_picture_is_of_synthetic_motion_labelled_so_with_the_turned_elbow_worst():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "make_figures.py"
+    spec = importlib.util.spec_from_file_location("make_figures", path)
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    reference, attempt = figures.synthetic_takes()
+    assert (len(reference), len(attempt)) == (90, 108)
+    result = compare_motion(reference, attempt)
+    assert min(result.per_angle, key=result.per_angle.get) == "left_elbow"
+    assert all(value > 99 for name, value in result.per_angle.items() if name != "left_elbow")
+    figure = figures.compare_figure()
+    assert any("SYNTHETIC MOTION" in text.get_text() for text in figure.texts)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    assert (path.parent / "compare.png").stat().st_size < 150_000
