@@ -1,8 +1,8 @@
-"""Does aligning two takes cost O(T1 x T2) time and O(T1 + T2) extra memory? (posekit.motion.dtw)
+"""Does aligning two takes cost O(T1 x T2) time and O(T1 + T2) extra memory? (posekit.core.dtw.dtw)
 
 Generates two takes of the synthetic movement (``posekit.motion.synthetic_motion``), the second
 time-warped, at N frames each, normalises them as ``compare_motion`` does and runs
-``posekit.motion.dtw`` on their pose distance, with and without a Sakoe-Chiba band of N / 10
+``posekit.core.dtw.dtw`` on their pose distance, with and without a Sakoe-Chiba band of N / 10
 frames. It prints the best wall time of ``--repeats`` runs per size, the ratio of each time to the
 smallest size's against the ratio of the cell counts (equal ratios: time proportional to the
 cells), and the peak memory allocated during one more, untimed run (``tracemalloc``): with the
@@ -20,7 +20,8 @@ import tracemalloc
 
 import numpy as np
 
-from posekit.motion import band_columns, dtw, normalize_poses, pose_distance_rows, synthetic_motion
+from posekit.core.dtw import band_columns, dtw
+from posekit.motion import normalize_poses, pose_distance_rows, synthetic_motion
 
 
 def main() -> None:

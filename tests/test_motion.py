@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from posekit.core.coco17 import FLIP_INDEX, KEYPOINT_NAMES
+from posekit.core.dtw import dtw
 from posekit.core.keypoints import KeypointSet
 from posekit.errors import ArgumentError
 from posekit.motion import (
     angle_names,
     angular_velocities,
     compare_motion,
-    dtw,
     joint_angles,
     normalize_poses,
     pose_distance_rows,
