@@ -1,11 +1,14 @@
-"""Does aligning two takes cost O(T1 x T2) time, with the path's memory 2 bits a cell? (posekit.motion.dtw)
+"""Does aligning two takes cost O(T1 x T2) time and O(T1 + T2) extra memory? (posekit.core.dtw.dtw)
 
 Generates two takes of the synthetic movement (``posekit.motion.synthetic_motion``), the second
-time-warped, at N frames each, and times ``posekit.motion.compare_motion`` on them (normalising,
-DTW, scoring), with and without a Sakoe-Chiba band of N / 10 frames. It prints the best wall time of
-``--repeats`` runs per size, the ratio of each time to the smallest size's against the ratio of
-the cell counts (equal ratios: time proportional to T1 x T2), and the bytes the path's direction
-bits take (2 bits per cell of the band, packed).
+time-warped, at N frames each, normalises them as ``compare_motion`` does and runs
+``posekit.core.dtw.dtw`` on their pose distance, with and without a Sakoe-Chiba band of N / 10
+frames. It prints the best wall time of ``--repeats`` runs per size, the ratio of each time to the
+smallest size's against the ratio of the cell counts (equal ratios: time proportional to the
+cells), and the peak memory allocated during one more, untimed run (``tracemalloc``): with the
+pose distance computed row by row as ``compare_motion`` does, and ``dtw``'s own with the rows
+served as views of a precomputed matrix; for scale, the two direction bits per cell that a
+stored-path DTW would keep.
 
 Run: python benchmarks/dtw_scale.py [--sizes 750 1500 3000] [--repeats 1]
 """
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import time
+import tracemalloc
 
 import numpy as np
 
-from posekit.motion import band_columns, compare_motion, synthetic_motion
+from posekit.core.dtw import band_columns, dtw
+from posekit.motion import normalize_poses, pose_distance_rows, synthetic_motion
 
 
 def main() -> None:
@@ -24,26 +29,40 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[750, 1500, 3000], help="frames of each take")
     parser.add_argument("--repeats", type=int, default=1, help="runs per size; the best is shown")
     args = parser.parse_args()
-    print(f"{'frames':>7} {'band':>6} {'cells':>12} {'seconds':>8} {'time ratio':>10} {'cell ratio':>10} {'path bits MB':>12}")
+    print(f"{'frames':>7} {'band':>6} {'cells':>12} {'seconds':>8} {'time ratio':>10} {'cell ratio':>10} "
+          f"{'peak MB':>8} {'dtw own MB':>10} {'2 bit/cell MB':>13}")
     first: dict[bool, tuple[float, int]] = {}
     for size in args.sizes:
         times = np.linspace(0, 3, size)
-        reference, attempt = synthetic_motion(times), synthetic_motion(3 * (times / 3) ** 1.3)
+        reference = normalize_poses(synthetic_motion(times))
+        attempt = normalize_poses(synthetic_motion(3 * (times / 3) ** 1.3))
+        costs = pose_distance_rows(reference, attempt)
+        matrix = np.stack([costs(i, 0, size - 1) for i in range(size)])
         for banded in (False, True):
             band = size // 10 if banded else None
             low, high = band_columns(size, size, band)
             cells = int((high - low + 1).sum())
-            best = min(_timed(reference, attempt, band) for _ in range(args.repeats))
+            best = min(_timed(costs, size, band) for _ in range(args.repeats))
             first.setdefault(banded, (best, cells))
             base_time, base_cells = first[banded]
-            bits = 2 * sum((int(w) + 7) // 8 for w in high - low + 1)  # two packed bit planes per row
+            peak = _peak(costs, size, band)
+            own = _peak(lambda i, low, high: matrix[i, low : high + 1], size, band)
             print(f"{size:>7} {band or '-':>6} {cells:>12,} {best:>8.2f} {best / base_time:>10.2f} "
-                  f"{cells / base_cells:>10.2f} {bits / 1e6:>12.2f}")
+                  f"{cells / base_cells:>10.2f} {peak / 1e6:>8.2f} {own / 1e6:>10.2f} {cells / 4e6:>13.2f}")
 
 
-def _timed(reference: np.ndarray, attempt: np.ndarray, band: int | None) -> float:
+def _peak(costs, size: int, band: int | None) -> int:
+    tracemalloc.start()
+    try:
+        dtw(costs, size, size, band)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _timed(costs, size: int, band: int | None) -> float:
     start = time.perf_counter()
-    compare_motion(reference, attempt, band=band)
+    dtw(costs, size, size, band)
     return time.perf_counter() - start
 
 

@@ -12,7 +12,7 @@ A pose sequence is (T, K, 3): x, y, score per joint and frame, in image pixels, 
    (the inner angle at the joint, 0-180 degrees), trunk lean (hip centre to shoulder centre
    against image up, signed) and the shoulder and hip lines (right to left joint against image
    horizontal, signed): whichever of them the keypoint set names.
-3. :func:`dtw`: exact dynamic time warping with an optional Sakoe-Chiba band, on the pose
+3. :func:`~posekit.core.dtw.dtw`: exact dynamic time warping with an optional Sakoe-Chiba band, on the pose
    distance ``d(i, j) = mean over joints seen in both frames of |p_ik - q_jk|`` (Euclidean, in
    torso lengths). The absent frames take no part; the path is given in the input frame indices.
 4. :func:`compare_motion`: scores along the warping path. A joint's similarity in a matched pair is
@@ -37,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
+from posekit.core.dtw import dtw
 from posekit.core.keypoints import COCO17, KeypointSet
 from posekit.errors import ArgumentError
 
@@ -193,89 +194,6 @@ def pose_distance_rows(reference: np.ndarray, attempt: np.ndarray):
     return row
 
 
-def band_columns(rows: int, columns: int, band: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The Sakoe-Chiba band about the line from (0, 0) to (rows - 1, columns - 1): per row its first
-    and last column, ``|j - i (columns - 1) / (rows - 1)| <= band``. Shape: -> (rows,), (rows,) int64.
-
-    Raises:
-        ArgumentError: the band is narrower than ``max(1, (slope + 1) / 2)`` columns, which is what
-            keeps consecutive rows connected (a path always exists).
-    """
-    i = np.arange(rows)
-    if band is None:
-        return np.zeros(rows, np.int64), np.full(rows, columns - 1, np.int64)
-    slope = (columns - 1) / max(rows - 1, 1)
-    minimum = max(1.0, (slope + 1) / 2)
-    if band < minimum:
-        raise ArgumentError(f"band={band}: too narrow for {rows} against {columns} frames; expected at least "
-                            f"{math.ceil(minimum)} frames")
-    centre = i * slope
-    return (np.clip(np.ceil(centre - band), 0, columns - 1).astype(np.int64),
-            np.clip(np.floor(centre + band), 0, columns - 1).astype(np.int64))
-
-
-def dtw(cost_row, rows: int, columns: int, band: int | None = None) -> tuple[float, np.ndarray]:
-    """Exact dynamic time warping: the monotone path from (0, 0) to (rows - 1, columns - 1) with
-    steps (1, 1), (1, 0), (0, 1) that minimises the sum of the cost of its cells.
-
-    ``D[i, j] = c[i, j] + min(D[i-1, j-1], D[i-1, j], D[i, j-1])``, computed row by row: with
-    ``a[j] = c[i, j] + min(D[i-1, j-1], D[i-1, j])`` and ``C`` the cumulative sum of the row's
-    costs, ``D[i, j] = C[j] + min over l <= j of (a[l] - C[l])``, one ``np.minimum.accumulate``.
-    Ties go to the diagonal, then up (previous row), then left, in the forward pass and so in
-    the path.
-
-    Time O(rows x band width) (O(rows x columns) without a band). Memory: two rows of costs,
-    O(columns) floats, and two bits per cell of the band for the path (packed with
-    ``np.packbits``: 2.25 MB for 3000 x 3000 frames without a band).
-
-    Args:
-        cost_row: ``(i, first, last) -> costs (last - first + 1,)`` of row ``i``, columns
-            ``first..last``; finite.
-        band: Sakoe-Chiba radius in columns about the diagonal (see :func:`band_columns`), or None.
-
-    Returns:
-        The total cost of the path and the path, (P, 2) int64 (row, column) pairs from (0, 0).
-    """
-    if rows < 1 or columns < 1:
-        raise ArgumentError(f"cannot align {rows} frames with {columns}; expected at least one frame in each")
-    first, last = band_columns(rows, columns, band)
-    up_bits, left_bits = [], []
-    previous = np.full(columns + 1, np.inf)  # D of the previous row at column j + 1; index 0 is column -1
-    for i in range(rows):
-        lo, hi = int(first[i]), int(last[i])
-        costs = np.asarray(cost_row(i, lo, hi), np.float64)
-        if i == 0:  # the path starts at (0, 0): only its first cell has a predecessor, of cost 0
-            diagonal, up = np.full(hi - lo + 1, np.inf), np.full(hi - lo + 1, np.inf)
-            diagonal[0] = 0.0
-        else:
-            diagonal, up = previous[lo : hi + 1], previous[lo + 1 : hi + 2]
-        from_up = up < diagonal
-        entry = costs + np.where(from_up, up, diagonal)  # a[j]
-        cumulative = np.cumsum(costs)
-        running = np.minimum.accumulate(entry - cumulative)
-        from_left = np.zeros(len(costs), bool)
-        from_left[1:] = running[:-1] < entry[1:] - cumulative[1:]
-        row = np.where(from_left, np.concatenate([[0.0], cumulative[1:] + running[:-1]]), entry)
-        previous = np.full(columns + 1, np.inf)
-        previous[lo + 1 : hi + 2] = row
-        up_bits.append(np.packbits(from_up & ~from_left))
-        left_bits.append(np.packbits(from_left))
-    total = float(previous[columns])
-    path = [(rows - 1, columns - 1)]
-    i, j = rows - 1, columns - 1
-    while (i, j) != (0, 0):  # back along the stored choices
-        offset = j - int(first[i])
-        bit = 7 - offset % 8
-        if left_bits[i][offset // 8] >> bit & 1:
-            j -= 1
-        elif up_bits[i][offset // 8] >> bit & 1:
-            i -= 1
-        else:
-            i, j = i - 1, j - 1
-        path.append((i, j))
-    return total, np.asarray(path[::-1], np.int64)
-
-
 @dataclasses.dataclass
 class MotionComparison:
     """An attempt scored against a reference (see the module docstring for every formula).
@@ -346,8 +264,8 @@ def compare_motion(
     Args:
         mirror: mirror the attempt (left and right swapped) before comparing.
         threshold: joints scoring under it are masked.
-        band: Sakoe-Chiba radius in attempt frames (see :func:`band_columns`), or None for none;
-            counted over the frames where the person is present.
+        band: Sakoe-Chiba radius in attempt frames (see :func:`posekit.core.dtw.band_columns`), or None
+            for none; counted over the frames where the person is present.
         phases: the number of equal segments of the reference scored apart (at most one per frame
             of the span where the person is present).
 

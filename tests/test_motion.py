@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from posekit.core.coco17 import FLIP_INDEX, KEYPOINT_NAMES
+from posekit.core.dtw import dtw
 from posekit.core.keypoints import KeypointSet
 from posekit.errors import ArgumentError
 from posekit.motion import (
     angle_names,
     angular_velocities,
     compare_motion,
-    dtw,
     joint_angles,
     normalize_poses,
     pose_distance_rows,
@@ -51,7 +51,8 @@ def brute_force_dtw(cost: np.ndarray, band: float | None = None) -> tuple[float,
 
 
 @pytest.mark.parametrize("rows, columns, band", [(1, 1, None), (1, 7, None), (6, 1, None), (9, 9, None), (12, 7, None),
-                                                 (7, 15, None), (20, 20, 3), (13, 25, 2), (30, 17, 4)])
+                                                 (7, 15, None), (20, 20, 3), (13, 25, 2), (30, 17, 4),
+                                                 (61, 47, None), (47, 61, 6), (80, 80, 5), (33, 90, 40)])
 def test_dtw_equals_brute_force_on_integer_costs_with_ties(rows, columns, band):
     # Small integers: every sum is exact in float64 and ties are everywhere, so the tie-breaking is tested too.
     rng = np.random.default_rng(rows * 100 + columns)
@@ -61,6 +62,30 @@ def test_dtw_equals_brute_force_on_integer_costs_with_ties(rows, columns, band):
         expected_total, expected_path = brute_force_dtw(cost, band)
         assert total == expected_total
         assert [tuple(p) for p in path.tolist()] == expected_path
+
+
+def test_dtw_on_all_equal_costs_takes_the_diagonal_first_then_up():
+    # Every path through a grid of zeros is optimal: the tie rule alone decides, in every block of the split.
+    for rows, columns, band in ((40, 70, None), (70, 40, None), (64, 64, 4)):
+        cost = np.zeros((rows, columns))
+        total, path = dtw(lambda i, first, last: cost[i, first : last + 1], rows, columns, band)
+        assert total == 0.0
+        assert [tuple(p) for p in path.tolist()] == brute_force_dtw(cost, band)[1]
+
+
+def test_dtw_path_memory_grows_with_rows_plus_columns_not_their_product():
+    import tracemalloc
+
+    rows = columns = 1500
+    cost = np.random.default_rng(0).integers(0, 3, (rows, columns)).astype(np.float64)
+    tracemalloc.start()
+    try:
+        dtw(lambda i, first, last: cost[i, first : last + 1], rows, columns)  # rows are views: no cost allocation
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 150 bytes a frame; two direction bits per cell alone would be rows * columns / 4 = 562 kB.
+    assert peak < 150 * (rows + columns)
 
 
 def test_dtw_on_random_poses_equals_brute_force_on_the_full_distance_matrix():
@@ -228,3 +253,24 @@ def test_angular_velocities_wrap_and_follow_the_frame_rate():
     np.testing.assert_allclose(velocities[:, 0], [600, 600, 600, 600])
     assert velocities[0, 1] == 300 and np.isnan(velocities[1:, 1]).all()
     assert angular_velocities(angles[:1], 30).tolist() == [[0.0, 0.0]]
+
+
+def test_the_readme_compare_picture_is_of_synthetic_motion_labelled_so_with_the_turned_elbow_worst():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "make_figures.py"
+    spec = importlib.util.spec_from_file_location("make_figures", path)
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    reference, attempt = figures.synthetic_takes()
+    assert (len(reference), len(attempt)) == (90, 108)
+    result = compare_motion(reference, attempt)
+    assert min(result.per_angle, key=result.per_angle.get) == "left_elbow"
+    assert all(value > 99 for name, value in result.per_angle.items() if name != "left_elbow")
+    figure = figures.compare_figure()
+    assert any("SYNTHETIC MOTION" in text.get_text() for text in figure.texts)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    assert (path.parent / "compare.png").stat().st_size < 150_000

@@ -133,7 +133,7 @@ def _broken(change) -> dict:
 @pytest.mark.parametrize("change, field, expected", [
     (lambda c: c.pop("images"), "", "a PoseTrack JSON"),
     (lambda c: c.update(annotations={"a": 1}), "annotations", "a list"),
-    (lambda c: c["images"][0].pop("id"), r"images\[0\].id", "a number or string"),
+    (lambda c: c["images"][0].update(id=[1]), r"images\[0\].id is list \[1\]", "a number or string"),
     (lambda c: c["images"].append(dict(c["images"][0])), r"images\[3\].id", "an id of one image only"),
     (lambda c: c["annotations"][1].update(image_id=5), r"annotations\[1\].image_id", "the id of an image listed"),
     (lambda c: c["annotations"][0].update(keypoints=[1, 2, 3]), r"annotations\[0\].keypoints", "a list of 51 numbers"),
@@ -151,6 +151,13 @@ def test_malformed_ground_truth_is_one_error_naming_file_field_and_expectation(t
     path = write(tmp_path / "gt.json", _broken(change))
     with pytest.raises(AnnotationError, match=rf"gt.json: {field}.*expected {expected}"):
         load_posetrack(path)
+
+
+def test_a_record_without_its_id_names_the_missing_field(tmp_path):
+    with pytest.raises(AnnotationError, match=r"gt.json: images\[0\]: missing field\(s\) id"):
+        load_posetrack(write(tmp_path / "gt.json", _broken(lambda c: c["images"][0].pop("id"))))
+    with pytest.raises(AnnotationError, match=r"gt.json: annotations\[2\]: missing field\(s\) image_id"):
+        load_posetrack(write(tmp_path / "gt.json", _broken(lambda c: c["annotations"][2].pop("image_id"))))
 
 
 def test_loading_takes_linear_time_in_the_number_of_annotations(tmp_path):
@@ -238,3 +245,64 @@ def test_track_official_format_needs_a_sequence_name_before_any_work(tmp_path, c
     assert main(["track", str(tmp_path / "frames"), "--json", str(tmp_path / "t.json"), "--posetrack-format", "official"]) == 1
     assert capsys.readouterr().err.startswith(f"posekit track: error: {tmp_path / 'frames'}: expected a PoseTrack sequence such as")
     assert not (tmp_path / "t.json").exists()
+
+
+# PoseTrack 2018's joint names in its files' order, as the official evaluation's converter expects them.
+OFFICIAL_NAMES = ["nose", "head_bottom", "head_top", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                  "right_knee", "left_ankle", "right_ankle"]
+
+
+def test_track_writes_the_official_format_that_the_loader_reads_and_track_eval_scores(tmp_path, monkeypatch, capsys):
+    """End to end on the bundled clip (named as a PoseTrack sequence), untrained weights, the given boxes."""
+    import posekit.track
+    from posekit.data import VIDEO_SAMPLE_BOXES, VIDEO_SAMPLE_CLIP
+
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "cache"))  # offline: an empty cache, no reachable server
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    # The untrained network is sure of no joint; written with the tracker's threshold (0.4) every joint would be
+    # absent. Threshold 0 writes them all, so names, order and positions are seen through the whole chain.
+    monkeypatch.setattr(posekit.track, "JOINT_THRESHOLD", 0.0)
+    out = tmp_path / "pred" / "000001_mpiinew_test.json"
+    code = main(["track", str(VIDEO_SAMPLE_CLIP), "--boxes", str(VIDEO_SAMPLE_BOXES), "--propagation", "pose",
+                 "--similarity", "oks", "--no-flip", "--device", "cpu", "--json", str(out), "--posetrack-format", "official"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "UNTRAINED random weights" in printed.out
+    document = json.loads(out.read_text())
+    assert document["categories"][0]["keypoints"] == OFFICIAL_NAMES
+    assert [image["file_name"] for image in document["images"]] == [f"000001_mpiinew_test/{t:06d}.jpg" for t in range(5)]
+    # posekit's loader reads the same tracks back: ids, positions and scores per frame.
+    frames = load_tracks(out)
+    for image, frame in zip(document["images"], frames):
+        people = [a for a in document["annotations"] if a["image_id"] == image["id"]]
+        assert frame.image_name == image["file_name"] and frame.track_ids.tolist() == [a["track_id"] for a in people]
+        raw = np.array([a["keypoints"] for a in people], np.float64).reshape(len(people), 17, 3)
+        np.testing.assert_array_equal(frame.keypoints[..., :2], raw[..., :2])
+        np.testing.assert_array_equal(frame.keypoints[..., 2], [a["scores"] for a in people])
+    assert [len(f.track_ids) for f in frames] == [3, 3, 3, 4, 4]  # boxes.json: three players, the keeper from frame 3
+    # Ground truth in the official layout (frames under images/val/SEQUENCE, ears never annotated) holding the
+    # tracked joints themselves, the right wrists of frame 2's three people 100 px away: 3 misses, 3 false positives.
+    annotations = []
+    for a in document["annotations"]:
+        points = np.array(a["keypoints"], np.float64).reshape(17, 3)
+        points[:, 2] = 1
+        points[3:5] = 0
+        if a["image_id"] == document["images"][2]["id"]:
+            points[10, 0] += 100
+        nose = points[0, :2]
+        annotations.append({"image_id": a["image_id"], "track_id": a["track_id"], "keypoints": points.ravel().tolist(),
+                            "bbox_head": [nose[0] - 15, nose[1] - 20, 30, 40]})
+    truth = {"images": [{**image, "file_name": f"images/val/{image['file_name']}"} for image in document["images"]],
+             "annotations": annotations, "categories": [{"id": 1, "name": "person", "keypoints": OFFICIAL_NAMES}]}
+    (tmp_path / "gt").mkdir()
+    write(tmp_path / "gt" / out.name, truth)
+    assert main(["track-eval", str(tmp_path / "gt"), str(out.parent), "--joint-threshold", "0", "--json",
+                 str(tmp_path / "metrics.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "id switches 0, misses 3, false positives 3 of 255 annotated joints" in printed  # 17 people x 15 joints
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["left_out"] == ["left_ear", "right_ear"]
+    assert metrics["joints"]["right_wrist"]["mota"] == pytest.approx(100 * (1 - 6 / 17))
+    assert metrics["joints"]["left_wrist"]["mota"] == 100.0 and metrics["joints"]["head_top"]["ap"] == 100.0

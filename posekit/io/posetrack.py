@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from posekit.core.validate import FieldKind, check_records
 from posekit.errors import AnnotationError
 from posekit.io.files import read_json
 
@@ -207,14 +208,14 @@ def _images(content: object, name: str) -> tuple[list[_Image], int]:
     entries = content.get("annotations")
     if entries is None:  # a video in which nobody was tracked
         entries = []
-    _expect(isinstance(entries, list), name, "annotations", "a list")
+    # Only the ids are required fields of every record; the rest is optional or read with a warning, field by field.
+    check_records(content["images"], {"id": _ID}, f"{name}: images", AnnotationError)
+    check_records(entries, {"image_id": _ID}, f"{name}: annotations", AnnotationError)
     num_slots, slots = _layout(content.get("categories"), entries, name)
     images: list[_Image] = []
     index: dict[object, int] = {}
     for i, image in enumerate(content["images"]):
         where = f"images[{i}]"
-        _expect(isinstance(image, dict), name, where, "an object")
-        _expect("id" in image and _hashable(image["id"]), name, f"{where}.id", "a number or string")
         _expect(image["id"] not in index, name, f"{where}.id", f"an id of one image only ({image['id']!r} is repeated)")
         file_name = image.get("file_name", "")
         _expect(isinstance(file_name, str), name, f"{where}.file_name", "a string")
@@ -222,9 +223,8 @@ def _images(content: object, name: str) -> tuple[list[_Image], int]:
         images.append(_Image(file_name, image.get("is_labeled", True) is not False, _regions_2018(image, name, where), []))
     for i, entry in enumerate(entries):
         where = f"annotations[{i}]"
-        _expect(isinstance(entry, dict), name, where, "an object")
-        image_id = entry.get("image_id")
-        _expect(_hashable(image_id) and image_id in index, name, f"{where}.image_id",
+        image_id = entry["image_id"]
+        _expect(image_id in index, name, f"{where}.image_id",
                 f"the id of an image listed in 'images' (got {image_id!r})")
         keypoints = entry.get("keypoints")
         if keypoints is None or keypoints == []:  # a box without a pose: nothing to score
@@ -345,6 +345,9 @@ def _expect(ok: bool, name: str, field: str, expected: str) -> None:
 
 def _hashable(value: object) -> bool:
     return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+_ID: FieldKind = (_hashable, "a number or string")  # an image's id, as the files write it
 
 
 def _numbers(values: object, name: str, field: str, length: int) -> np.ndarray:
