@@ -5,7 +5,11 @@ import argparse
 from pathlib import Path
 
 from posekit.cli._common import height_by_width
-from posekit.errors import PosekitError
+from posekit.errors import OutputError, PosekitError
+
+# The opsets torch's TorchScript ONNX exporter (the one posekit uses) writes: torch.onnx._constants'
+# ONNX_MIN_OPSET and ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET, written out so that `--help` imports no torch.
+OPSETS = range(7, 21)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +19,26 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", type=height_by_width, metavar="HxW",
                         help="network input, height x width, multiples of 32 (default: the weights')")
     parser.add_argument("--fp16", action="store_true", help="half-precision graph (for GPUs, TensorRT, Jetson)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+
+
+def check_output(out: Path, weights: str) -> None:
+    """Refuse an ``--out`` that would replace the ``--weights`` file, or a file its owner made read-only,
+    before anything is loaded or exported.
+
+    Raises:
+        OutputError: naming ``out`` and why.
+    """
+    from posekit.io.files import check_writable, file_key
+
+    info = check_writable(out)
+    if info is not None and file_key(out) == file_key(weights):
+        raise OutputError(f"--out {out} is the --weights file: exporting would replace the checkpoint it reads; "
+                          "expected another file name, such as model.onnx")
+    if info is not None and not info.st_mode & 0o222:
+        raise OutputError(f"--out {out} is read-only; posekit does not replace a file its owner protected: "
+                          "expected another file name, or make it writable first")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     from posekit.estimator import PoseEstimator
     from posekit.models.runtime import export_onnx
 
+    if args.opset not in OPSETS:
+        raise PosekitError(f"--opset {args.opset}: expected {OPSETS[0]} to {OPSETS[-1]}, the opsets torch's ONNX "
+                           "exporter writes (default 17)")
+    check_output(args.out, args.weights)
     estimator = PoseEstimator(args.weights, device="cpu")
     width, height = args.input or estimator.spec.input_size
     if width % 32 or height % 32:
