@@ -159,10 +159,14 @@ def test_images_without_width_and_height_take_their_size_from_the_file(data, tmp
     np.testing.assert_array_equal(people.boxes[1:], KeypointPeople(data[0], data[1], (32, 32)).boxes[1:])
 
 
-def test_null_keypoints_are_one_line_naming_the_record(data, tmp_path, capsys):
-    ann = _edited(data, tmp_path, lambda content: content["annotations"][1].update(keypoints=None))
+@pytest.mark.parametrize("field, value, expected", [
+    ("keypoints", None, "is NoneType None; expected 51 numbers (x, y, v per joint)"),
+    ("iscrowd", "no", "is str 'no'; expected 0 or 1"),  # optional in training, checked when present
+])
+def test_wrong_annotation_fields_are_one_line_naming_the_record(data, tmp_path, capsys, field, value, expected):
+    ann = _edited(data, tmp_path, lambda content: content["annotations"][1].update({field: value}))
     line = _refused(capsys, _train_args(ann, data[1], tmp_path / "out"))
-    assert f"{ann}: annotations[1].keypoints is NoneType None; expected 51 numbers" in line
+    assert f"{ann}: annotations[1].{field} {expected}" in line
 
 
 # --------------------------------------------------------------------------------------- options

@@ -105,8 +105,11 @@ def _check_present(records: list, fields: dict, required: tuple[str, ...], where
     """check_records with ``required`` fields, and the others of ``fields`` where a record has them."""
     validate.check_records(records, {name: fields[name] for name in required}, where, AnnotationError)
     for index, record in enumerate(records):
-        present = {name: kind for name, kind in fields.items() if name in record and name not in required}
-        validate.check_records([record], present, f"{where}[{index}]", AnnotationError)
+        for name, (accepts, expected) in fields.items():
+            if name in record and name not in required and not accepts(record[name]):
+                value = repr(record[name])
+                raise AnnotationError(f"{where}[{index}].{name} is {type(record[name]).__name__} "
+                                      f"{value if len(value) <= 60 else value[:57] + '...'}; expected {expected}")
 
 
 def keypoint_set_of(dataset: dict, path: str | os.PathLike) -> KeypointSet:
