@@ -355,13 +355,13 @@ def test_export_never_replaces_its_weights_or_a_read_only_file(weights, tmp_path
     link.symlink_to(weights)
     for spelling in (weights, f"{weights.parent}/./{weights.name}", link):
         line = _refused(capsys, ["export", "--weights", str(weights), "--out", str(spelling)], "export")
-        assert "is the --weights file" in line
+        assert f"is --weights ({weights}); posekit never replaces an input" in line
     assert weights.read_bytes() == before
     protected = tmp_path / "protected.onnx"
-    protected.write_bytes(b"mine")
+    protected.write_bytes(b"\x08\x07 an earlier export")  # starts like an ONNX model: only its mode protects it
     protected.chmod(0o444)
     assert "is read-only" in _refused(capsys, ["export", "--weights", str(weights), "--out", str(protected)], "export")
-    assert protected.read_bytes() == b"mine"
+    assert protected.read_bytes() == b"\x08\x07 an earlier export"
 
 
 def test_export_into_a_missing_folder_creates_it_and_writes_a_whole_graph(weights, tmp_path, capsys):

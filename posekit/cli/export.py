@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from posekit.cli._common import height_by_width
+from posekit.cli._common import height_by_width, warn_if_untrained
+from posekit.defaults import RANDOM
 from posekit.errors import OutputError, PosekitError
 
 # The opsets torch's TorchScript ONNX exporter (the one posekit uses) writes: torch.onnx._constants'
@@ -15,30 +16,13 @@ OPSETS = range(7, 21)
 def add(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("export", help="the pose network as ONNX (dynamic batch), checked against torch")
     parser.add_argument("--weights", required=True,
-                        help="registered weights name, checkpoint file or URL (its architecture is read from the file)")
+                        help="registered weights name, checkpoint file or URL (its architecture is read from the file), "
+                             f"or {RANDOM} for an untrained network (fixed seed)")
     parser.add_argument("--input", type=height_by_width, metavar="HxW",
                         help="network input, height x width, multiples of 32 (default: the weights')")
     parser.add_argument("--fp16", action="store_true", help="half-precision graph (for GPUs, TensorRT, Jetson)")
     parser.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-
-
-def check_output(out: Path, weights: str) -> None:
-    """Refuse an ``--out`` that would replace the ``--weights`` file, or a file its owner made read-only,
-    before anything is loaded or exported.
-
-    Raises:
-        OutputError: naming ``out`` and why.
-    """
-    from posekit.io.files import check_writable, file_key
-
-    info = check_writable(out)
-    if info is not None and file_key(out) == file_key(weights):
-        raise OutputError(f"--out {out} is the --weights file: exporting would replace the checkpoint it reads; "
-                          "expected another file name, such as model.onnx")
-    if info is not None and not info.st_mode & 0o222:
-        raise OutputError(f"--out {out} is read-only; posekit does not replace a file its owner protected: "
-                          "expected another file name, or make it writable first")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,12 +36,17 @@ def run(args: argparse.Namespace) -> int:
         raise PosekitError(f"export needs the onnx and onnxruntime packages ({error}): pip install onnx onnxruntime") from None
 
     from posekit.estimator import PoseEstimator
+    from posekit.io.files import check_outputs, check_writable
     from posekit.models.runtime import export_onnx
 
     if args.opset not in OPSETS:
         raise PosekitError(f"--opset {args.opset}: expected {OPSETS[0]} to {OPSETS[-1]}, the opsets torch's ONNX "
                            "exporter writes (default 17)")
-    check_output(args.out, args.weights)
+    check_outputs({"--out": (args.out, "onnx")}, {"--weights": args.weights})
+    info = check_writable(args.out)
+    if info is not None and not info.st_mode & 0o222:  # atomic_write's rename would replace it regardless
+        raise OutputError(f"--out {args.out} is read-only; posekit does not replace a file its owner protected: "
+                          "expected another file name, or make it writable first")
     estimator = PoseEstimator(args.weights, device="cpu")
     width, height = args.input or estimator.spec.input_size
     if width % 32 or height % 32:
@@ -78,5 +67,6 @@ def run(args: argparse.Namespace) -> int:
         f"(batch, {expected.shape[1]}, {height // 4}, {width // 4}); onnx.checker passed; onnxruntime vs torch on a "
         f"batch of 2: max difference {error:.1e} of the largest heatmap value ({estimator.weights_source})"
     )
+    warn_if_untrained(estimator, args.weights)
     return 0
 

@@ -32,7 +32,8 @@ from posekit.core.heatmaps import encode
 from posekit.core.keypoints import COCO17, KeypointSet
 from posekit.core.spec import InputSpec, preprocess_crops
 from posekit.errors import AnnotationError, ImageReadError
-from posekit.eval.coco import clean_boxes, keypoint_set_of, load_keypoint_annotations
+from posekit.core.boxes import clean_boxes
+from posekit.eval.coco import keypoint_set_of, load_keypoint_annotations
 from posekit.io.images import load_image
 
 

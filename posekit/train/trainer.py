@@ -33,7 +33,7 @@ from posekit.errors import ArgumentError, CheckpointError, PosekitError
 from posekit.io.files import atomic_write
 from posekit.io.images import load_image
 from posekit.models.pose_resnet import pose_resnet
-from posekit.models.weights import SPEC_KEY, _check_fits, _torch_load
+from posekit.models.weights import SPEC_KEY, check_fits, safe_torch_load
 from posekit.train import distributed
 from posekit.train.data import (
     HALF_BODY_PROBABILITY,
@@ -74,7 +74,7 @@ def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict, nn.Module, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; expected the last.pth or best.pth of a posekit train run")
-    content = _torch_load(path, trusted=False)
+    content = safe_torch_load(path, trusted=False)
     if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint written by posekit train (expected OUT/last.pth or best.pth)")
     try:
@@ -83,7 +83,7 @@ def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict, nn.Module, 
     except (KeyError, TypeError, ValueError, PosekitError) as error:
         raise CheckpointError(f"{path}: its saved spec is unreadable ({error!r}); expected a posekit train "
                               "checkpoint as posekit writes it") from None
-    _check_fits(model, content.get("state_dict") or {}, "posekit train checkpoint", f"{path} (its saved spec)")
+    check_fits(model, content.get("state_dict") or {}, "posekit train checkpoint", f"{path} (its saved spec)")
     model.load_state_dict(content["state_dict"])
     model.input_spec = spec.input_spec()
     return content, model, spec
