@@ -357,7 +357,9 @@ def test_cli_trains_and_reports_bad_options_in_one_line(tmp_path):
     coco = [PYTHON, "-m", "posekit", "train", "--data", "coco", "--images", str(tmp_path / "nowhere")]
     for command, message in ((base + ["--input", "60x48"], "multiples of 32"),
                              (base + ["--input", "64x64", "--amp"], "CUDA"),
-                             (base + ["--input", "64x64", "--resume", str(train[0])], "not a checkpoint"),
+                             (base + ["--input", "64x64", "--resume", str(train[0])],
+                              "is not a readable PyTorch checkpoint (truncated, corrupt or another kind of file); "
+                              "expected the last.pth or best.pth of a posekit train run"),
                              (coco, "person_keypoints_train2017.json")):
         failed = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
         assert failed.returncode == 1 and failed.stderr.startswith("posekit train: error: ") and message in failed.stderr

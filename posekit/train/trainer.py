@@ -74,7 +74,11 @@ def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict, nn.Module, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; expected the last.pth or best.pth of a posekit train run")
-    content = safe_torch_load(path, trusted=False)
+    try:
+        content = safe_torch_load(path, trusted=False)
+    except CheckpointError as error:  # the loader's advice (download it again) is for weights files
+        raise CheckpointError(f"{str(error).removesuffix(': download it again')}; expected the last.pth or "
+                              "best.pth of a posekit train run") from None
     if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint written by posekit train (expected OUT/last.pth or best.pth)")
     try:
