@@ -105,12 +105,14 @@ def load_keypoint_annotations(ann_file: str | os.PathLike, image_dir: str | os.P
 def _check_present(records: list, fields: dict, required: tuple[str, ...], where: str) -> None:
     """check_records with ``required`` fields, and the others of ``fields`` where a record has them."""
     validate.check_records(records, {name: fields[name] for name in required}, where, AnnotationError)
-    for index, record in enumerate(records):
-        for name, (accepts, expected) in fields.items():
-            if name in record and name not in required and not accepts(record[name]):
-                value = repr(record[name])
-                raise AnnotationError(f"{where}[{index}].{name} is {type(record[name]).__name__} "
-                                      f"{value if len(value) <= 60 else value[:57] + '...'}; expected {expected}")
+    optional = {name: (lambda value, accepts=accepts: value is _ABSENT or accepts(value), expected)
+                for name, (accepts, expected) in fields.items() if name not in required}
+    # One projected record per record keeps check_records' indices and wording.
+    projected = [{name: record.get(name, _ABSENT) for name in optional} for record in records]
+    validate.check_records(projected, optional, where, AnnotationError)
+
+
+_ABSENT = object()
 
 
 def keypoint_set_of(dataset: dict, path: str | os.PathLike) -> KeypointSet:
