@@ -24,19 +24,8 @@ from posekit.core.heatmaps import encode
 from posekit.core.keypoints import COCO17, DEFAULT_SIGMA, KeypointSet
 from posekit.core.spec import preprocess_crops
 from posekit.train.synthetic import HANDS_FEET, make_synthetic_coco
-from posekit.train.trainer import (
-    SCHEDULES,
-    KeypointPeople,
-    ModelSpec,
-    TrainConfig,
-    Trainer,
-    collate_people,
-    joints_mse,
-    load_trained,
-    pck,
-    predict_people,
-    training_batch,
-)
+from posekit.train.data import SCHEDULES, KeypointPeople, ModelSpec, collate_people, joints_mse, training_batch
+from posekit.train.trainer import TrainConfig, Trainer, load_trained, pck, predict_people
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "posekit" / "data" / "coco_sample"
@@ -148,7 +137,7 @@ def test_skeletons_of_a_custom_keypoint_set_are_drawn_with_its_limbs_and_sides()
 
 def test_imagenet_init_offline_fails_in_one_sentence(tmp_path, monkeypatch):
     from posekit.errors import DownloadError
-    from posekit.train.trainer import build_model
+    from posekit.train.init_weights import build_model
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
@@ -199,7 +188,7 @@ def test_training_batch_matches_the_official_per_person_pipeline(tmp_path):
 
 
 def test_half_body_boxes_follow_hrnets_rule():
-    from posekit.train.trainer import half_body_boxes
+    from posekit.train.data import half_body_boxes
 
     rng = np.random.default_rng(0)
     joints = rng.uniform(0, 200, (300, 17, 2))
@@ -368,7 +357,9 @@ def test_cli_trains_and_reports_bad_options_in_one_line(tmp_path):
     coco = [PYTHON, "-m", "posekit", "train", "--data", "coco", "--images", str(tmp_path / "nowhere")]
     for command, message in ((base + ["--input", "60x48"], "multiples of 32"),
                              (base + ["--input", "64x64", "--amp"], "CUDA"),
-                             (base + ["--input", "64x64", "--resume", str(train[0])], "not a checkpoint"),
+                             (base + ["--input", "64x64", "--resume", str(train[0])],
+                              "is not a readable PyTorch checkpoint (truncated, corrupt or another kind of file); "
+                              "expected the last.pth or best.pth of a posekit train run"),
                              (coco, "person_keypoints_train2017.json")):
         failed = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
         assert failed.returncode == 1 and failed.stderr.startswith("posekit train: error: ") and message in failed.stderr

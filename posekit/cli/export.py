@@ -6,7 +6,11 @@ from pathlib import Path
 
 from posekit.cli._common import height_by_width, warn_if_untrained
 from posekit.defaults import RANDOM
-from posekit.errors import PosekitError
+from posekit.errors import OutputError, PosekitError
+
+# The opsets torch's TorchScript ONNX exporter (the one posekit uses) writes: torch.onnx._constants'
+# ONNX_MIN_OPSET and ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET, written out so that `--help` imports no torch.
+OPSETS = range(7, 21)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +21,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", type=height_by_width, metavar="HxW",
                         help="network input, height x width, multiples of 32 (default: the weights')")
     parser.add_argument("--fp16", action="store_true", help="half-precision graph (for GPUs, TensorRT, Jetson)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
 
 
@@ -32,10 +36,17 @@ def run(args: argparse.Namespace) -> int:
         raise PosekitError(f"export needs the onnx and onnxruntime packages ({error}): pip install onnx onnxruntime") from None
 
     from posekit.estimator import PoseEstimator
-    from posekit.io.files import check_outputs
+    from posekit.io.files import check_outputs, check_writable
     from posekit.models.runtime import export_onnx
 
+    if args.opset not in OPSETS:
+        raise PosekitError(f"--opset {args.opset}: expected {OPSETS[0]} to {OPSETS[-1]}, the opsets torch's ONNX "
+                           "exporter writes (default 17)")
     check_outputs({"--out": (args.out, "onnx")}, {"--weights": args.weights})
+    info = check_writable(args.out)
+    if info is not None and not info.st_mode & 0o222:  # atomic_write's rename would replace it regardless
+        raise OutputError(f"--out {args.out} is read-only; posekit does not replace a file its owner protected: "
+                          "expected another file name, or make it writable first")
     estimator = PoseEstimator(args.weights, device="cpu")
     width, height = args.input or estimator.spec.input_size
     if width % 32 or height % 32:

@@ -33,6 +33,7 @@ from posekit.core import topdown, validate
 from posekit.core.boxes import clean_boxes
 from posekit.core.coco17 import NUM_KEYPOINTS, PERSON_CATEGORY_ID
 from posekit.core.crop import PIXEL_STD
+from posekit.core.keypoints import COCO17, KeypointSet
 from posekit.core.oks import per_image_oks_nms, rescore
 from posekit.core.spec import InputSpec
 from posekit.errors import AnnotationError, DetectionsFormatError, ImageReadError, PosekitError
@@ -57,25 +58,81 @@ _ANNOTATION_FIELDS = {
     "bbox": validate.numbers(4, " [x, y, w, h]"), "keypoints": validate.numbers(3 * NUM_KEYPOINTS, " (x, y, v per joint)"),
     "num_keypoints": validate.INTEGER, "iscrowd": validate.FLAG, "area": validate.NUMBER,
 }
+# What training reads of each record; the other fields above are checked when present.
+_TRAINING_IMAGE_FIELDS = ("id", "file_name")
+_TRAINING_ANNOTATION_FIELDS = ("image_id", "bbox", "keypoints")
 
 
-def load_keypoint_annotations(ann_file: str | os.PathLike) -> dict:
-    """Read a COCO person-keypoints annotation file and check the fields evaluation relies on.
+def load_keypoint_annotations(ann_file: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> dict:
+    """Read a COCO keypoint annotation file and check the fields its reader relies on.
+
+    Without ``image_dir`` (evaluation): COCO-17 person keypoints with every field COCOeval
+    reads. With ``image_dir`` (training): the keypoint set of the first category that lists
+    ``keypoints`` (:func:`keypoint_set_of`), annotations need only ``image_id``, ``bbox`` and
+    ``keypoints`` and images ``id`` and ``file_name`` (the other fields are checked when
+    present), and an image without ``width``/``height`` (many converters leave them out) gets
+    them from its file in ``image_dir``, read as stored (no EXIF rotation, as the annotations are).
 
     Returns the parsed JSON (``images``, ``annotations``, ``categories``).
 
     Raises:
-        AnnotationError: missing file, bad JSON, or a missing or wrongly typed field, naming it.
+        AnnotationError: missing file, bad JSON, or a missing or wrongly typed field, naming it;
+            a keypoint category whose names or skeleton do not fit (training).
+        ImageReadError: an image without a size whose file is missing or unreadable.
     """
     path = Path(ann_file)
     dataset = read_json(path, AnnotationError, "a COCO person_keypoints_*.json annotation file")
-    if not isinstance(dataset, dict) or "images" not in dataset or "annotations" not in dataset:
+    if not isinstance(dataset, dict) or not all(isinstance(dataset.get(k), list) for k in ("images", "annotations")):
         raise AnnotationError(f"{path}: expected a COCO annotation object with 'images' and 'annotations' lists")
-    validate.check_records(dataset["images"], _IMAGE_FIELDS, f"{path}: images", AnnotationError)
-    validate.check_records(dataset["annotations"], _ANNOTATION_FIELDS, f"{path}: annotations", AnnotationError)
-    dataset.setdefault("categories", [{"id": PERSON_CATEGORY_ID, "name": "person"}])
-    validate.check_records(dataset["categories"], {"id": validate.INTEGER}, f"{path}: categories", AnnotationError)
+    if image_dir is None:
+        validate.check_records(dataset["images"], _IMAGE_FIELDS, f"{path}: images", AnnotationError)
+        validate.check_records(dataset["annotations"], _ANNOTATION_FIELDS, f"{path}: annotations", AnnotationError)
+        dataset.setdefault("categories", [{"id": PERSON_CATEGORY_ID, "name": "person"}])
+        validate.check_records(dataset["categories"], {"id": validate.INTEGER}, f"{path}: categories", AnnotationError)
+        return dataset
+    validate.check_records(dataset.get("categories"), {}, f"{path}: categories", AnnotationError)
+    width = 3 * keypoint_set_of(dataset, path).num_keypoints
+    fields = {**_ANNOTATION_FIELDS, "keypoints": validate.numbers(width, " (x, y, v per joint)")}
+    _check_present(dataset["images"], _IMAGE_FIELDS, _TRAINING_IMAGE_FIELDS, f"{path}: images")
+    _check_present(dataset["annotations"], fields, _TRAINING_ANNOTATION_FIELDS, f"{path}: annotations")
+    for image in dataset["images"]:
+        if "width" not in image or "height" not in image:
+            height, width, _ = load_image(Path(image_dir) / image["file_name"], upright=False).shape
+            image.update(width=width, height=height)
     return dataset
+
+
+def _check_present(records: list, fields: dict, required: tuple[str, ...], where: str) -> None:
+    """check_records with ``required`` fields, and the others of ``fields`` where a record has them."""
+    validate.check_records(records, {name: fields[name] for name in required}, where, AnnotationError)
+    optional = {name: (lambda value, accepts=accepts: value is _ABSENT or accepts(value), expected)
+                for name, (accepts, expected) in fields.items() if name not in required}
+    # One projected record per record keeps check_records' indices and wording.
+    projected = [{name: record.get(name, _ABSENT) for name in optional} for record in records]
+    validate.check_records(projected, optional, where, AnnotationError)
+
+
+_ABSENT = object()
+
+
+def keypoint_set_of(dataset: dict, path: str | os.PathLike) -> KeypointSet:
+    """The :class:`~posekit.core.keypoints.KeypointSet` of the first category of ``dataset`` (read
+    from ``path``) that lists ``keypoints``: :data:`~posekit.core.keypoints.COCO17` when it lists
+    COCO's 17 names in order.
+
+    Raises:
+        AnnotationError: no such category, or names (none, repeated) or a skeleton that do not fit,
+            naming ``path``.
+    """
+    categories = [c for c in dataset.get("categories") or () if isinstance(c, dict) and "keypoints" in c]
+    if not categories:
+        raise AnnotationError(f"{path}: no category lists 'keypoints'; expected a COCO keypoint category")
+    if categories[0]["keypoints"] == list(COCO17.names):
+        return COCO17
+    try:
+        return KeypointSet.from_coco(categories[0])
+    except AnnotationError as error:
+        raise AnnotationError(f"{path}: categories[{dataset['categories'].index(categories[0])}]: {error}") from None
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,8 @@ def _declared_storage_bytes(stream: BinaryIO, pickles: int) -> int:
     return total
 
 
-def _torch_load(path: Path, trusted: bool) -> object:
-    """``torch.load`` on the CPU: tensor-only (plus numpy metadata) unless ``trusted``."""
+def safe_torch_load(path: Path, trusted: bool) -> object:
+    """``torch.load`` on the CPU, size-checked first: tensor-only (plus numpy metadata) unless ``trusted``."""
     check_declared_sizes(path)
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
@@ -187,7 +187,7 @@ def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Checkpoin
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pth/.pth.tar file)")
-    content = _torch_load(path, trusted)
+    content = safe_torch_load(path, trusted)
     checkpoint, container = content, None
     if isinstance(content, Mapping):
         container = next((key for key in CONTAINER_KEYS if isinstance(content.get(key), Mapping)), None)

@@ -55,6 +55,7 @@ from posekit.models._checkpoint import (  # noqa: F401
     infer_architecture,
     load_checkpoint,
     read_checkpoint,
+    safe_torch_load,
 )
 from posekit.models.pose_resnet import PoseResNet, pose_resnet
 
@@ -280,6 +281,11 @@ def resolve_weights(
     saved = {key: tuple(map(tuple, v)) if key == "flip_pairs" else tuple(v) if isinstance(v, list) else v
              for key, v in checkpoint.spec.items() if key in {f.name for f in dataclasses.fields(InputSpec)}}
     depth, _, joints = infer_architecture(checkpoint.state_dict)
+    if joints is not None and len(saved.get("keypoint_names", ())) not in (0, joints):
+        raise CheckpointError(
+            f"{path}: its saved input spec names {len(saved['keypoint_names'])} joints, its weights have {joints}; "
+            "expected a checkpoint whose input spec describes its weights (as save_checkpoint writes it)"
+        )
     spec = joints_spec(joints or 17).replace(**saved)
     if entry is not None:
         spec = spec.replace(input_size=entry.input_size, channel_order=entry.channel_order, mean=entry.mean, std=entry.std)

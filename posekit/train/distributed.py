@@ -7,14 +7,24 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import os
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from posekit.errors import PosekitError
+
+# How long a collective waits for a process that stopped answering before it fails (the store,
+# gloo and NCCL's watchdog all honour it). Rank 0 validates while the others wait at a barrier,
+# so it also bounds one validation; a process that dies is noticed at once by gloo (its
+# connections close) and by NCCL within this time.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
 
 
 def world_size() -> int:
@@ -35,8 +45,7 @@ def setup() -> tuple[int, int]:
     if world_size() <= 1:
         return 0, 1
     if not dist.is_initialized():
-        # Rank 0 validates alone while the others wait at a barrier: allow a long COCO evaluation.
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=datetime.timedelta(hours=2))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=COLLECTIVE_TIMEOUT)
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -56,6 +65,24 @@ def device_for_rank(device: str | torch.device) -> torch.device:
         chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(chosen)
     return chosen
+
+
+@contextlib.contextmanager
+def peers_answer(rank: int, saved: str) -> Iterator[None]:
+    """Turn the failure of a collective inside the block (another process died, or stopped answering
+    for :data:`COLLECTIVE_TIMEOUT`) into one PosekitError for this process; ``saved`` names what
+    the run can be resumed from. Other errors pass unchanged."""
+    try:
+        yield
+    except (RuntimeError, dist.DistError) as error:
+        # gloo reports a closed or silent peer as a plain RuntimeError from its own sources.
+        if not dist.is_initialized() or not (isinstance(error, dist.DistError) or "gloo" in str(error)):
+            raise
+        reason = str(error).splitlines()[0].split("] ", 1)[-1][:160]
+        raise PosekitError(
+            f"process {rank} of {dist.get_world_size()}: another process of this run stopped or stopped answering "
+            f"({reason}); this process stops too. Continue from {saved} with --resume"
+        ) from None
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
