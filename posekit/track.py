@@ -216,6 +216,7 @@ class PoseTracker:
             with the previous pose as it was) or ``"iou"`` (box IoU).
         detector_every: run the detector every this many frames (and whenever a track was
             lost in the previous frame or nothing is tracked); propagate boxes in between.
+            :meth:`realtime` builds the real-time configuration.
         max_age: frames an unmatched track waits to be matched again before its id is retired
             (0: the paper, previous frame only).
         box_threshold: detections (and, for propagated boxes, the new pose's score) under it are dropped.
@@ -226,6 +227,12 @@ class PoseTracker:
         detect: ``(rgb, frame_index) -> (boxes, scores)``; default the estimator's detector.
             Pass one to use precomputed boxes.
         sigmas: per-joint OKS falloffs (K,); default COCO's, for 17 joints.
+        redetect_below: with ``detector_every > 1``, also run the detector on the frame after a
+            tracked pose scored under this (its mean confident joint score); None: never.
+
+    Attributes:
+        stage_seconds: wall time since :meth:`reset` per stage of :meth:`update`: ``propagate``
+            (flow), ``detect`` (detector and box merging), ``pose`` (the network call), ``match``.
 
     Example:
         >>> tracker = PoseTracker(PoseEstimator(detector="fasterrcnn_resnet50_fpn_v2"), detector_every=5)
@@ -246,6 +253,7 @@ class PoseTracker:
         flow: FlowFunction | None = None,
         detect: DetectFunction | None = None,
         sigmas: np.ndarray | None = None,
+        redetect_below: float | None = None,
     ) -> None:
         if propagation not in PROPAGATIONS:
             raise PosekitError(f"propagation {propagation!r} is unknown; expected 'flow', 'pose' or None")
@@ -268,15 +276,24 @@ class PoseTracker:
         self._flow = flow
         self._detect = detect or (lambda rgb, index: estimator.detect([rgb])[0])
         self._sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
+        self.redetect_below = redetect_below
         self.reset()
+
+    @classmethod
+    def realtime(cls, estimator=None, **options) -> PoseTracker:
+        """The real-time preset (``posekit track --realtime``): see :func:`posekit.realtime.realtime_tracker`."""
+        from posekit.realtime import realtime_tracker
+
+        return realtime_tracker(estimator, **options)
 
     def reset(self) -> None:
         """Forget all tracks and start ids from 1 again (a new video)."""
         self._tracks: _Tracks | None = None
         self._previous_rgb: np.ndarray | None = None
         self._next_id = 1
-        self._lost = False
+        self._lost = self._weak = False
         self._frames_seen = 0
+        self.stage_seconds: dict[str, float] = {}
 
     @property
     def uses_flow(self) -> bool:
@@ -296,12 +313,17 @@ class PoseTracker:
         index = self._frames_seen if index is None else index
         time = index / 30.0 if time is None else float(time)
         tracks = self._tracks
+        clock = perf_counter()
         if tracks is not None and self.uses_flow and self._previous_rgb is not None and len(tracks.ids):
             tracks.moved = warp_keypoints(tracks.moved, self._flow(self._previous_rgb, rgb))
+        clock = self._lap("propagate", clock)
         fresh = tracks.age == 0 if tracks is not None else np.zeros(0, bool)
-        detected = self.detector_every == 1 or self._frames_seen % self.detector_every == 0 or self._lost or not fresh.any()
+        detected = (self.detector_every == 1 or self._frames_seen % self.detector_every == 0 or self._lost
+                    or self._weak or not fresh.any())
         boxes, scores, propagated = self._boxes(rgb, index, tracks, fresh, detected)
+        clock = self._lap("detect", clock)
         keypoints = np.asarray(self.estimator.keypoints(rgb, boxes), np.float64)  # the one network call of the frame
+        clock = self._lap("pose", clock)
         scores = rescore(keypoints, scores, self.joint_threshold)
         # A propagated box must hold a pose as sure as a detection: else the person has left it.
         keep = ~propagated | (rescore(keypoints, np.ones(len(boxes)), self.joint_threshold) >= self.box_threshold)
@@ -311,10 +333,19 @@ class PoseTracker:
         similarity = pose_similarity(keypoints, keypoints, self._joint_sigmas(keypoints.shape[1]), self.joint_threshold)
         unique = np.sort(nms(similarity, scores, OKS_NMS_THRESHOLD))
         boxes, scores, keypoints = boxes[unique], scores[unique], keypoints[unique]
+        if self.redetect_below is not None:  # a pose growing unsure: let the detector look again next frame
+            self._weak = bool((rescore(keypoints, np.ones(len(keypoints)), self.joint_threshold) < self.redetect_below).any())
         track_ids, output = self._associate(keypoints, boxes, time)
         self._previous_rgb = rgb
         self._frames_seen += 1
+        self._lap("match", clock)
         return TrackedFrame(index, time, track_ids, boxes, scores, output, detected)
+
+    def _lap(self, stage: str, since: float) -> float:
+        """Charge the time since ``since`` to ``stage`` in :attr:`stage_seconds`; returns now."""
+        now = perf_counter()
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - since
+        return now
 
     def _boxes(
         self, rgb: np.ndarray, index: int, tracks: _Tracks | None, fresh: np.ndarray, detected: bool
@@ -421,8 +452,10 @@ class TrackingRun:
         file_names: a name per frame (the image file of a folder, else ``NNNNNN.jpg``).
         fps: frames per second, the source's.
         seconds: wall-clock seconds in the tracker (detector, flow, pose network, matching) and in total
-            (also decoding, drawing and encoding).
+            (also decoding, drawing and encoding, which overlap the tracker); per stage: ``decode``,
+            ``draw``, ``encode`` (in their threads) and ``tracker/<stage>`` (:attr:`PoseTracker.stage_seconds`).
         interrupted: whether Ctrl-C ended the run (the frames before it are kept, the video written).
+        dropped: frames of a live source skipped because the tracker was busy with a newer one (0 for files).
     """
 
     frames: list[TrackedFrame]
@@ -430,6 +463,7 @@ class TrackingRun:
     fps: float
     seconds: dict[str, float]
     interrupted: bool = False
+    dropped: int = 0
 
     @property
     def tracking_fps(self) -> float:
@@ -453,6 +487,11 @@ def track_video(
 ) -> TrackingRun:
     """Track everyone through a video and optionally write it annotated.
 
+    Decoding runs in a reader thread and drawing + encoding in a writer thread, beside the tracker
+    (:mod:`posekit.io.live`). A file is tracked frame by frame; a live source (webcam index,
+    stream URL) always gives the tracker its newest frame, dropping the ones it had no time
+    for (counted in the progress line and in :attr:`TrackingRun.dropped`).
+
     Args:
         tracker: a :class:`PoseTracker` (reset first: ids start at 1).
         source: a :class:`~posekit.io.video.VideoSource` or what it reads: a video, a folder of frames, a webcam, a URL.
@@ -465,26 +504,39 @@ def track_video(
     """
     from tqdm.auto import tqdm
 
+    from posekit.io.live import BackgroundWriter, FrameReader, is_live
     from posekit.io.video import VideoSource, VideoWriter
     from posekit.viz import draw_tracks
 
     video = source if isinstance(source, VideoSource) else VideoSource(source)
+    live = is_live(video)
     tracker.reset()
     frames: list[TrackedFrame] = []
-    tracking = 0.0
+    tracking = drawing = 0.0
     start = perf_counter()
-    total = min(filter(None, (video.num_frames, max_frames)), default=None)
+    total = None if live else min(filter(None, (video.num_frames, max_frames)), default=None)
+    reader = FrameReader(video, live=live)
     with VideoWriter(out, video.fps) if out is not None else contextlib.nullcontext() as writer:
-        bar = tqdm(itertools.islice(video, max_frames), total=total, desc="posekit track", unit="frame", disable=not progress)
+
+        def draw_and_encode(rgb: np.ndarray, tracked: TrackedFrame) -> None:
+            nonlocal drawing
+            began = perf_counter()
+            picture = draw_tracks(rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption)
+            drawing += perf_counter() - began
+            writer.write(picture)
+
+        background = BackgroundWriter(draw_and_encode) if writer is not None else None
+        bar = tqdm(itertools.islice(reader, max_frames), total=total, desc="posekit track", unit="frame", disable=not progress)
         try:
             for frame in bar:
                 began = perf_counter()
                 tracked = tracker.update(frame.rgb, frame.index, frame.time)
                 tracking += perf_counter() - began
                 frames.append(tracked)
-                bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
-                if writer is not None:
-                    writer.write(draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption))
+                status = {"fps": f"{len(frames) / tracking:.1f}", "people": len(tracked.track_ids)}
+                bar.set_postfix(status | ({"dropped": reader.dropped} if live else {}))
+                if background is not None:
+                    background.put(frame.rgb, tracked)
         except KeyboardInterrupt:
             # Ctrl-C is how a webcam or stream is stopped: keep (and write) what was tracked so far.
             interrupted = True
@@ -492,6 +544,11 @@ def track_video(
             interrupted = False
         finally:
             bar.close()
-    seconds = {"tracking": tracking, "total": perf_counter() - start}
+            reader.close()
+            if background is not None:
+                background.close()
+    seconds = {"tracking": tracking, "total": perf_counter() - start, "decode": reader.seconds,
+               "draw": drawing, "encode": (background.seconds - drawing) if background is not None else 0.0}
+    seconds |= {f"tracker/{stage}": value for stage, value in tracker.stage_seconds.items()}
     names = video.file_names or [f"{f.index:06d}.jpg" for f in frames]
-    return TrackingRun(frames, names, video.fps, seconds, interrupted)
+    return TrackingRun(frames, names, video.fps, seconds, interrupted, reader.dropped)
