@@ -318,3 +318,42 @@ def test_track_video_on_a_live_source_drops_frames_and_says_so(monkeypatch, caps
     assert live.dropped > 0 and len(live.frames) + live.dropped == 30
     from_file = track_video(tracker, FakeCamera("clip.mp4", 30, 0.005), progress=False)
     assert from_file.dropped == 0 and [f.index for f in from_file.frames] == list(range(30))
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos shared out over torchrun ranks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_torchrun_shards_videos_over_ranks_with_the_one_process_json(tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from posekit.data import VIDEO_SAMPLE_BOXES, VIDEO_SAMPLE_CLIP, VIDEO_SAMPLE_DIR
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(VIDEO_SAMPLE_CLIP, videos / "clip.mp4")
+    shutil.copytree(VIDEO_SAMPLE_DIR, videos / "frames", ignore=shutil.ignore_patterns("*.mp4", "*.md", "*.json"))
+    torch.manual_seed(0)
+    weights = tmp_path / "random_res18.pth"
+    torch.save(pose_resnet(18).state_dict(), weights)
+    args = ["-m", "posekit", "track", str(videos / "clip.mp4"), str(videos / "frames"), "--boxes", str(VIDEO_SAMPLE_BOXES),
+            "--propagation", "pose", "--similarity", "oks", "--no-flip", "--weights", str(weights), "--device", "cpu"]
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "POSEKIT_HOME": str(tmp_path / "cache"), "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, *args, "--json", str(tmp_path / "one")], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
+                            *args, "--json", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=600)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["clip.json", "frames.json"]
+    for name in ("clip.json", "frames.json"):
+        one, two = (json.loads((tmp_path / run / name).read_text()) for run in ("one", "two"))
+        assert one == two and len(one["annotations"]) == 17  # the bundled boxes: 3 + 3 + 3 + 4 + 4 people
+    assert multi.stdout.count("5 frames") == 2  # each rank tracked one video
