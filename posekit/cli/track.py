@@ -10,7 +10,6 @@ from posekit.cli._common import (
     add_device_option,
     add_runtime_options,
     add_weights_option,
-    build_estimator,
     warnings_as_lines,
 )
 from posekit.defaults import DEFAULT, DEFAULT_DETECTOR, DEFAULT_WEIGHTS, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY
