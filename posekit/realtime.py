@@ -74,8 +74,8 @@ def realtime_tracker(
     """
     if estimator is None or isinstance(estimator, (str, os.PathLike)):
         estimator = realtime_estimator(DEFAULT if estimator is None else estimator)
-    options = {"redetect_below": REDETECT_BELOW, **options}
-    tracker = PoseTracker(estimator, propagation="pose", similarity="oks", detector_every=detector_every, **options)
+    options = {"propagation": "pose", "similarity": "oks", "redetect_below": REDETECT_BELOW, **options}
+    tracker = PoseTracker(estimator, detector_every=detector_every, **options)
     detector = getattr(getattr(estimator, "detector", None), "name", None)
     if "detect" in options:
         detector = "the given boxes"
@@ -84,7 +84,8 @@ def realtime_tracker(
     tracker.preset = (
         f"realtime preset: detector {detector or 'none (whole frame)'} on the first frame, after a lost or unsure "
         f"track (pose score < {tracker.redetect_below}) and at least every {detector_every} frames; boxes from the "
-        f"previous poses in between, OKS matching; {network}, {flip}, one batched call per frame"
+        f"previous poses in between ({tracker.propagation} propagation), {tracker.similarity.upper()} matching; "
+        f"{network}, {flip}, one batched call per frame"
     )
     return tracker
 
