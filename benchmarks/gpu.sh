@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check: CUDA tests of the geometry, then `posekit bench` on the seed's 200/100-crop
-# protocol in fp16 + channels_last and in fp32. Runs from the repo root without installing
+# The GPU check: CUDA tests of the geometry, then `posekit bench` on mini-batches of 200 and 100 crops
+# in fp16 + channels_last and in fp32. Runs from the repo root without installing
 # posekit (PYTHONPATH); results go to $OUT (or ./bench_out).
 set -uo pipefail
 out="${OUT:-bench_out}"

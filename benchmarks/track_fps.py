@@ -31,7 +31,8 @@ from posekit.data import VIDEO_SAMPLE_BOXES, VIDEO_SAMPLE_CLIP
 from posekit.estimator import PoseEstimator
 from posekit.io.video import VideoSource
 from posekit.models.detect import DETECTORS, PersonDetector, load_detections
-from posekit.track import BOX_ENLARGE, PoseTracker
+from posekit.core.boxes import BOX_ENLARGE
+from posekit.track import PoseTracker
 
 
 def random_detector(name: str, device: str) -> PersonDetector:

@@ -15,6 +15,7 @@ The names below are imported on first use, so ``import posekit`` stays instant (
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 # public name -> module that defines it
@@ -31,7 +32,31 @@ _EXPORTS = {
     "load_image": "posekit.io.images",
     "draw_skeleton": "posekit.viz",
 }
-__all__ = list(_EXPORTS)
+__all__ = ["__version__", *_EXPORTS]
+
+
+def _source_version() -> str:
+    """This package's version: from the ``pyproject.toml`` of the checkout it is imported from, else from
+    the installed distribution's metadata.
+
+    A checkout's pyproject wins because an editable install's metadata keeps the version of the day it
+    was installed; a wheel (site-packages, Colab) has no pyproject beside it and its metadata is current.
+    """
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        found = re.search(r'^name = "posekit"\nversion = "([^"]+)"', pyproject.read_text(encoding="utf-8"), re.MULTILINE)
+        if found:
+            return found.group(1)
+    try:
+        return version("posekit")
+    except PackageNotFoundError:
+        return "unknown (neither installed nor in a checkout)"
+
+
+__version__ = _source_version()
 
 if TYPE_CHECKING:
     from posekit.estimator import PoseEstimator

@@ -1,16 +1,19 @@
 """``posekit bench``: where the time of top-down inference goes, measured on this machine.
 
-The protocol is the seed's: mini-batches of 200 and 100 people through the whole top-down
-pipeline, here the library's own top-down core (:func:`posekit.core.topdown.keypoints`, what
-:class:`~posekit.estimator.PoseEstimator` and ``posekit eval`` run) on one bundled image holding
-all of them, timed per stage through its stopwatch hook. Next to every number the benchmark
-puts what it can be judged against, measured in the same run: the machine's dense throughput (a
-large matmul) against the network's achieved FLOP/s (FLOPs counted on a real forward). The K80
-figure from the seed is printed beside them and labelled as another machine's. The comparison
-with a pipeline written the way the paper's code works lives in ``benchmarks/reference.py``.
+Mini-batches of people (200 and 100 by default) go through the library's own top-down core
+(:func:`posekit.core.topdown.keypoints`, what :class:`~posekit.estimator.PoseEstimator` and
+``posekit eval`` run) on one bundled image holding all of them, timed per stage through its
+stopwatch hook. Next to every number the benchmark puts what it can be judged against, measured
+in the same run: the machine's dense throughput (a large matmul) against the network's achieved
+FLOP/s (FLOPs counted on a real forward). A reference row, a Colab K80 GPU's seconds for the same
+two batch sizes, is printed below them and labelled as another machine's. The comparison with a
+pipeline written the way the paper's code works lives in ``benchmarks/reference.py``.
 
 The network has random weights: timing does not depend on them, and the keypoints are never
 presented as predictions.
+
+Kept as one module (about 460 lines): the measurements, the table that prints them and the JSON
+that saves them share one result type and are read together.
 """
 from __future__ import annotations
 
@@ -24,12 +27,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from posekit.core import topdown
+from posekit.core.coco17 import PERSON_CATEGORY_ID
 from posekit.core.device import resolve_device
 from posekit.core.spec import DEFAULT_INPUT_SIZE, InputSpec
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
@@ -39,9 +43,9 @@ from posekit.io.images import load_image
 from posekit.models.pose_resnet import pose_resnet
 from posekit.models.runtime import inference_forward, resolve_backend, resolve_precision
 
-# The seed's headline figure: seconds per mini-batch of person crops on a Colab K80 GPU.
+# The reference row: seconds per mini-batch of 200 and 100 person crops on a Colab K80 GPU, not measured here.
 K80_SECONDS = {200: 3.856, 100: 0.611}
-K80_LABEL = "Colab K80, another machine"
+K80_LABEL = "Colab K80 GPU, another machine"
 STAGES = topdown.STAGES
 PRE_POST_STAGES = ("crop", "normalise", "flip_back", "decode")
 
@@ -83,7 +87,7 @@ class BatchResult:
     ``achieved_flops`` is the counted network FLOPs over the forward time, and
     ``flops_fraction`` that over the machine's matmul FLOP/s. ``peak_memory_bytes`` is the peak
     resident memory (CUDA: allocated memory) above what the process held before the first run.
-    ``k80_seconds`` is None when the seed has no figure for this batch size.
+    ``k80_seconds`` is None when the K80 reference row has no figure for this batch size.
     """
 
     people: int
@@ -192,7 +196,7 @@ def sample_people(people: int) -> PersonBatch:
     if people < 1:
         raise PosekitError(f"a batch must hold at least 1 person, got {people}")
     annotations = json.loads(COCO_SAMPLE_ANNOTATIONS.read_text())
-    persons = [a for a in annotations["annotations"] if a["category_id"] == 1 and not a["iscrowd"]]
+    persons = [a for a in annotations["annotations"] if a["category_id"] == PERSON_CATEGORY_ID and not a["iscrowd"]]
     image_ids = [a["image_id"] for a in persons]
     busiest = max(sorted(set(image_ids)), key=image_ids.count)  # ties: the lowest id
     boxes = np.array([a["bbox"] for a in persons if a["image_id"] == busiest], dtype=np.float64)
@@ -263,29 +267,30 @@ def run_benchmark(
     batches: Sequence[int] = (200, 100),
     depth: int = 50,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
-    device: str = "cpu",
+    device: str = "auto",
     flip: bool = True,
-    precision: str = "fp32",
+    precision: str = "auto",
     channels_last: bool = True,
     compile: bool = False,
     threads: int | None = None,
     repeats: int = 3,
     max_batch: int = 64,
     backend: str = "auto",
-    memory_people: Sequence[int] = (100, 200, 800),
+    memory_people: Sequence[int] = (),
+    progress: bool = False,
 ) -> BenchResult:
     """Time posekit's top-down core per stage on mini-batches of real person boxes.
 
     For each size in ``batches``: one cold run, then ``repeats`` warm runs of
     :func:`time_stages`, each timed per stage and watched for peak memory. Sizes in
     ``memory_people`` not already run are run once more to show that peak memory follows
-    ``max_batch``, not the number of people.
+    ``max_batch``, not the number of people (none by default: those runs take longer than the timing).
 
     Args:
         batches: people per mini-batch (all in one image).
         depth: ResNet depth of the random-weight SimpleBaseline.
         input_size: network input (width, height).
-        device: "cpu" or "cuda".
+        device: "auto" (a GPU if there is one), "cpu", "cuda", "cuda:1" ...
         flip: run the flip test (the mirrored crops in the same forward call).
         precision: "fp32", "fp16", "bf16" (torch autocast) or "auto" (fp16 on CUDA, else fp32).
         channels_last: NHWC memory layout for the torch backend.
@@ -295,6 +300,7 @@ def run_benchmark(
         max_batch: people per network call; bounds the memory.
         backend: "torch", "onnxruntime", or "auto" (see :func:`posekit.models.runtime.inference_forward`).
         memory_people: numbers of people whose peak memory is reported.
+        progress: say each stage on stderr as it starts (the command line does).
 
     Returns:
         A :class:`BenchResult`.
@@ -311,7 +317,11 @@ def run_benchmark(
     with _torch_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the same random network every run, without touching the caller's RNG
         return _measure(batches, depth, tuple(input_size), device, flip, precision, channels_last, compile, repeats,
-                        max_batch, backend, memory_people)
+                        max_batch, backend, memory_people, _say if progress else lambda message: None)
+
+
+def _say(message: str) -> None:
+    print(f"posekit bench: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -327,8 +337,9 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _measure(batches, depth, input_size, device, flip, precision, channels_last, compile, repeats, max_batch, backend,
-             memory_people) -> BenchResult:
-    """The body of :func:`run_benchmark`, on checked arguments."""
+             memory_people, say: Callable[[str], None]) -> BenchResult:
+    """The body of :func:`run_benchmark`, on checked arguments; ``say`` reports progress."""
+    say(f"building pose_resnet_{depth} and measuring the machine's matmul FLOP/s")
     model = pose_resnet(depth=depth).eval().to(device)
     model.input_spec = model.input_spec.replace(input_size=input_size)
     model_flops = count_flops(model, input_size)
@@ -336,6 +347,7 @@ def _measure(batches, depth, input_size, device, flip, precision, channels_last,
     # A GPU needs a larger problem than a CPU to reach its peak.
     matmul_size = 8192 if device.type == "cuda" else 2048
     matmul = matmul_flops(device, matmul_dtype, matmul_size)
+    say(f"preparing the {backend} forward (an ONNX export or a compilation can take a minute)")
     started = time.perf_counter()
     forward = inference_forward(model, backend, precision, channels_last=channels_last, compile=compile)
     setup_seconds = time.perf_counter() - started
@@ -346,7 +358,8 @@ def _measure(batches, depth, input_size, device, flip, precision, channels_last,
     for people in batches:
         batch = sample_people(people)
         runs, peaks = [], []
-        for _ in range(repeats + 1):
+        for run in range(repeats + 1):
+            say(f"{people} people: {'cold run' if run == 0 else f'warm run {run} of {repeats}'}")
             with _peak_memory(device, baseline, peaks):
                 _, times = time_stages(forward, model.input_spec, batch, flip, max_batch, device)
             runs.append(times)
@@ -354,6 +367,7 @@ def _measure(batches, depth, input_size, device, flip, precision, channels_last,
         measured.append((people, runs, max(peaks)))
 
     for people in sorted(set(memory_people) - set(peaks_by_people)):
+        say(f"peak memory of {people} people")
         peaks = []
         with _peak_memory(device, baseline, peaks):
             time_stages(forward, model.input_spec, sample_people(people), flip, max_batch, device)
@@ -446,15 +460,18 @@ def format_table(result: BenchResult) -> str:
         ("pre/post-processing / forward", [f"{100 * b.pre_post_fraction:.1f}%" for b in result.batches]),
         ("network GFLOP/s (of matmul)", [f"{b.achieved_flops / 1e9:.0f} ({100 * b.flops_fraction:.0f}%)" for b in result.batches]),
         ("peak memory (MB)", [f"{b.peak_memory_bytes / 2**20:.0f}" for b in result.batches]),
-        (f"K80 seed figure ({K80_LABEL}) (s)", [_optional(b.k80_seconds, "{:.3f}") for b in result.batches]),
-        ("  K80 ms per person", [_optional(b.k80_seconds and 1000 * b.k80_seconds / b.people, "{:.1f}")
-                                 for b in result.batches]),
+        (f"reference row: {K80_LABEL} (s)", [_optional(b.k80_seconds, "{:.3f}") for b in result.batches]),
+        ("  reference ms per person", [_optional(b.k80_seconds and 1000 * b.k80_seconds / b.people, "{:.1f}")
+                                       for b in result.batches]),
     ]
     label_width = max(len(label) for label, _ in rows)
     column_width = max(12, *(len(cell) for _, cells in rows for cell in cells))
     lines = header + [f"{label:<{label_width}}" + "".join(f"{cell:>{column_width + 2}}" for cell in cells) for label, cells in rows]
-    memory = ", ".join(f"{people} people {peak / 2**20:.0f} MB" for people, peak in result.memory_peaks.items())
-    lines += ["", f"peak memory in chunks of {result.max_batch} ({'CUDA allocated' if result.device.startswith('cuda') else 'RSS'} above start): {memory}"]
+    lines.append("")
+    if result.memory_peaks:
+        memory = ", ".join(f"{people} people {peak / 2**20:.0f} MB" for people, peak in result.memory_peaks.items())
+        lines.append(f"peak memory in chunks of {result.max_batch} "
+                     f"({'CUDA allocated' if result.device.startswith('cuda') else 'RSS'} above start): {memory}")
     lines.append("the stages are those of posekit.core.topdown, the code PoseEstimator and posekit eval run; "
                  "the paper-style reference pipeline: python benchmarks/reference.py")
     lines += [f"note: {note}" for note in result.notes[1:]]

@@ -9,10 +9,23 @@ from __future__ import annotations
 DEFAULT_WEIGHTS = "pose_resnet_50_256x192"
 FALLBACK_WEIGHTS = "pose_resnet_50_256x192_mmpose"
 DEFAULT = "default"
+# The value of ``pose_weights``/``--weights`` for an untrained network: random weights drawn from
+# this seed, so every run builds the same network (and reuses one cached ONNX export).
+RANDOM = "random"
+UNTRAINED_SEED = 0
+# What every picture, video frame and screen of an untrained network says.
+UNTRAINED_TITLE = "UNTRAINED random weights: these keypoints are NOT a prediction"
+
+# Heatmap decodings (see posekit.core.heatmaps.decode); the paper's is "quarter".
+DECODE_METHODS = ("argmax", "quarter", "dark")
 
 # Network runtimes and precisions (see posekit.models.runtime.inference_forward).
 BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+
+# Person boxes scoring less are not drawn as people: the detector's threshold, and the one
+# ``posekit predict`` draws the boxes of a --boxes file with (its results keep every box).
+BOX_SCORE_THRESHOLD = 0.5
 
 # Person detectors: the accurate default, and the fast one the demo uses (about 1 s per image
 # on 2 CPU cores, against about 9 s).

@@ -17,16 +17,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
-from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, DEMO_DETECTOR
+from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS, DEMO_DETECTOR, UNTRAINED_TITLE
 from posekit.errors import DownloadError
 from posekit.estimator import PoseEstimator
 from posekit.io.images import load_image
 from posekit.models.detect import PersonDetector, load_detections
-from posekit.models.weights import WEIGHTS
 from posekit.poses import Poses
 from posekit.viz import draw_skeleton, save_figure
-
-UNTRAINED_TITLE = "UNTRAINED random weights: these keypoints are NOT a prediction"
 
 
 @dataclasses.dataclass
@@ -92,8 +89,8 @@ def run_demo(
 
     Args:
         out_dir: folder for the figure (created if needed).
-        pose_weights: registered name or checkpoint path; if a name is neither cached nor
-            downloadable, an untrained network of the same depth runs instead (reported).
+        pose_weights: registered name, checkpoint path or ``"random"``; if a name is neither
+            cached nor downloadable, an untrained network of the same depth runs instead (reported).
         detector: detector name, or None to use the ground-truth boxes; if its weights are
             neither cached nor downloadable, the ground-truth boxes are used (reported).
         device, backend, precision, channel_order: as for :class:`~posekit.estimator.PoseEstimator`.
@@ -105,13 +102,9 @@ def run_demo(
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     options = dict(device=device, backend=backend, precision=precision, channel_order=channel_order)
-    try:
-        estimator = PoseEstimator(pose_weights, **options)
-    except DownloadError as error:
-        notes.append(error.for_cli())
-        # Only registered names are downloaded: the untrained stand-in gets the same depth.
-        depth = WEIGHTS[DEFAULT_WEIGHTS if str(pose_weights) == DEFAULT else str(pose_weights)].depth
-        estimator = PoseEstimator(None, depth=depth, **options)
+    estimator = PoseEstimator(pose_weights, allow_untrained=True, **options)
+    if estimator.untrained_because is not None:
+        notes.append(estimator.untrained_because.for_cli())
     person_detector = None
     if detector is not None:
         try:
@@ -142,15 +135,15 @@ def run_demo(
 
     start = time.perf_counter()
     names = [entry["file_name"] for entry in images]
-    figure = save_figure(_draw(arrays, people, names, estimator), Path(out_dir) / "demo.png")
+    figure = save_figure(_draw(arrays, people, names, estimator, boxes_from), Path(out_dir) / "demo.png")
     seconds["draw"] = time.perf_counter() - start
     return DemoResult(
         figure, names, people, estimator.pretrained, estimator.weights_source, boxes_from, notes, seconds, str(estimator.device)
     )
 
 
-def _draw(arrays: list[np.ndarray], people: list[Poses], names: list[str], estimator: PoseEstimator) -> Figure:
-    """A 2-column grid, one panel per image: boxes and skeletons; the title says what the weights are."""
+def _draw(arrays: list[np.ndarray], people: list[Poses], names: list[str], estimator: PoseEstimator, boxes_from: str) -> Figure:
+    """A 2-column grid, one panel per image: boxes and skeletons; the title says what the weights and the boxes are."""
     rows = -(-len(arrays) // 2)
     figure = Figure(figsize=(12, 4.6 * rows), layout="constrained")
     axes = figure.subplots(rows, 2, squeeze=False).ravel()
@@ -162,10 +155,11 @@ def _draw(arrays: list[np.ndarray], people: list[Poses], names: list[str], estim
     for unused in axes[len(arrays):]:
         unused.remove()
     if estimator.pretrained:
-        figure.suptitle(f"posekit demo: {estimator.weights_source}", fontsize=14)
+        figure.suptitle(f"posekit demo: {estimator.weights_source}\nboxes: {boxes_from}", fontsize=14)
     else:
         figure.suptitle(
-            f"{UNTRAINED_TITLE}\nreal weights: posekit weights download {DEFAULT_WEIGHTS}  (or --weights PATH)",
+            f"{UNTRAINED_TITLE}\nreal weights: posekit weights download {DEFAULT_WEIGHTS}  (or --weights PATH)"
+            f"\nboxes: {boxes_from}",
             fontsize=14, color="red",
         )
     return figure

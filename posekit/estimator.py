@@ -17,14 +17,15 @@ import numpy as np
 import torch
 
 from posekit.core import topdown
+from posekit.core.boxes import sanitize_boxes
 from posekit.core.device import resolve_device
 from posekit.core.spec import InputSpec
 from posekit.core.validate import check_weights_argument, whole_number
-from posekit.errors import BoxError
-from posekit.io.images import ImageSource, load_image, sanitize_boxes
-from posekit.models.pose_resnet import pose_resnet
+from posekit.defaults import DEFAULT_WEIGHTS, RANDOM, UNTRAINED_SEED
+from posekit.errors import BoxError, DownloadError
+from posekit.io.images import ImageSource, load_image
 from posekit.models.runtime import inference_forward, resolve_backend, resolve_precision
-from posekit.models.weights import DEFAULT, PoseWeights, load_model, resolve_weights
+from posekit.models.weights import DEFAULT, WEIGHTS, PoseWeights, load_model, resolve_weights, untrained_model
 from posekit.poses import Person, Poses
 
 if TYPE_CHECKING:
@@ -43,9 +44,9 @@ class PoseEstimator:
         pose_weights: ``"default"`` (the authors' pose_resnet_50_256x192, or mmpose's
             equivalent with a notice when Google Drive refuses), a registered name (downloaded
             into the cache on first use; never replaced by another), a checkpoint path or URL,
-            or None for random weights (untrained: the output is not a prediction). The
-            architecture and how to feed it come from the checkpoint: see
-            :func:`posekit.models.weights.resolve_weights`.
+            or ``"random"`` (or None) for an untrained network, its weights drawn from a fixed
+            seed (the output is not a prediction). The architecture and how to feed it come from
+            the checkpoint: see :func:`posekit.models.weights.resolve_weights`.
         detector: None (boxes must be given, else the whole image is one person), a detector
             name (see :data:`posekit.models.detect.DETECTORS`) or a :class:`~posekit.models.detect.PersonDetector`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ...
@@ -62,12 +63,18 @@ class PoseEstimator:
         channel_order: ``"rgb"``/``"bgr"`` to override the order the checkpoint implies.
         calibration_images: for int8, pictures of one person each to calibrate the activation
             ranges on (your application's people); None: the people of the bundled COCO images.
+        allow_untrained: when registered weights are neither cached nor downloadable, run an
+            untrained network of their depth instead of raising (``pretrained`` is then False and
+            ``untrained_because`` holds the download error, for the caller to show).
 
     Attributes:
         model: the network (``nn.Module``) on ``device``; ``model.input_spec`` says how it is fed.
         spec: ``model.input_spec``.
         weights: the registry entry of the weights (reported AP ...), None for other weights.
         weights_source: what runs, in words, for messages.
+        pretrained: False for an untrained network.
+        untrained_because: the :class:`~posekit.errors.DownloadError` that made ``allow_untrained``
+            fall back to an untrained network, else None.
 
     Raises:
         DownloadError: registered weights are not cached and cannot be downloaded.
@@ -93,28 +100,39 @@ class PoseEstimator:
         precision: str = "auto",
         channel_order: str | None = None,
         calibration_images: Sequence[ImageSource] | None = None,
+        allow_untrained: bool = False,
     ) -> None:
         max_batch = whole_number(max_batch, "max_batch", "people per network call")
         check_weights_argument(pose_weights)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.backend = resolve_backend(backend, self.device, self.precision)
-        self.pretrained = pose_weights is not None
         self.weights: PoseWeights | None = None
-        if pose_weights is None:
-            model = pose_resnet(depth=depth)
+        self.untrained_because: DownloadError | None = None
+        model = None
+        if pose_weights is not None and str(pose_weights) != RANDOM:
+            try:
+                resolved = resolve_weights(pose_weights, channel_order)
+            except DownloadError as error:
+                entry = WEIGHTS.get(DEFAULT_WEIGHTS if str(pose_weights) == DEFAULT else str(pose_weights))
+                if not allow_untrained or entry is None:  # a URL that fails is the caller's to fix
+                    raise
+                self.untrained_because = error
+                depth = entry.depth  # the untrained stand-in has the depth of the weights asked for
+            else:
+                if resolved.notice:
+                    warnings.warn(resolved.notice, stacklevel=2)
+                model = load_model(resolved)
+                self.weights = resolved.entry
+                self.weights_source = (
+                    f"{resolved.name} ({resolved.checkpoint.describe()}, {model.input_spec.channel_order.upper()} input)"
+                )
+        self.pretrained = model is not None
+        if model is None:
+            model = untrained_model(depth)
             if channel_order is not None:
                 model.input_spec = model.input_spec.replace(channel_order=channel_order)
-            self.weights_source = f"random pose_resnet_{depth} (untrained)"
-        else:
-            resolved = resolve_weights(pose_weights, channel_order)
-            if resolved.notice:
-                warnings.warn(resolved.notice, stacklevel=2)
-            model = load_model(resolved)
-            self.weights = resolved.entry
-            self.weights_source = (
-                f"{resolved.name} ({resolved.checkpoint.describe()}, {model.input_spec.channel_order.upper()} input)"
-            )
+            self.weights_source = f"random pose_resnet_{depth} (untrained, seed {UNTRAINED_SEED})"
         self.model = model.eval().to(self.device)
         if isinstance(detector, str):
             from posekit.models.detect import PersonDetector
@@ -200,7 +218,7 @@ class PoseEstimator:
         """The poses of the people in the given boxes of one image.
 
         Boxes that are not finite, have no area or lie outside the image are skipped with one
-        warning (see :func:`~posekit.io.images.sanitize_boxes`); the others are clipped to the image.
+        warning (see :func:`~posekit.core.boxes.sanitize_boxes`); the others are clipped to the image.
 
         Args:
             image: a path, PIL image or (H, W, 3) uint8 array.

@@ -122,7 +122,7 @@ def run_predict(plan: PredictPlan, estimator: PoseEstimator) -> PredictResult:
             poses = estimator.estimate(image, *found, name=str(path))
             image_results = _coco_results(path, image_id, poses)
             try:
-                _save_annotated(image, poses.keypoints, poses.boxes, drawing)
+                _save_annotated(image, poses, drawing, draw_threshold(estimator), estimator.pretrained)
             except (OutputError, ValueError) as error:
                 if isinstance(error, OutputError) and error.errno not in _ONE_FILE_ERRNOS:
                     raise  # disk full, read-only, no folder: every other image would fail the same way
@@ -161,19 +161,24 @@ def predict(
 _ONE_FILE_ERRNOS = {errno.ENAMETOOLONG, errno.EFBIG, errno.EISDIR, errno.EINVAL, None}
 
 
+# The comment every drawing of posekit predict carries: only a file with it is replaced by a later run.
+DRAWING_MARK = b"posekit predict drawing"
+
 # The largest width or height a JPEG file can have (libjpeg's limit).
 _JPEG_MAX_SIDE = 65500
 
 
 def _without_earlier_drawings(paths: list[Path], inputs: Sequence[str | Path], out_dir: Path) -> list[Path]:
-    """Drop the NAME_pose.jpg drawings of an earlier run that a folder or glob input found in the --out
-    folder; files named one by one on the command line stay inputs."""
+    """Drop the NAME_pose.jpg drawings of an earlier run (they carry posekit's mark) that a folder or glob
+    input found in the --out folder; files named one by one on the command line, and a user's own photo
+    named like a drawing, stay inputs."""
     import warnings
 
     from posekit.io.files import file_key
 
     out, named = file_key(out_dir), {file_key(item) for item in inputs}
-    earlier = {p for p in paths if p.name.endswith("_pose.jpg") and file_key(p.parent) == out and file_key(p) not in named}
+    earlier = {p for p in paths if p.name.endswith("_pose.jpg") and file_key(p.parent) == out and file_key(p) not in named
+               and is_posekit_drawing(p)}
     if earlier:
         warnings.warn(
             f"{out_dir}: skipped {len(earlier)} drawing(s) of an earlier run (*_pose.jpg) in the output folder; "
@@ -245,18 +250,25 @@ def _few(items: list[str], shown: int = 5) -> str:
 
 def _drawing_paths(paths: list[Path], out: Path, inputs: dict) -> list[Path]:
     """OUT/NAME_pose.jpg per path (NAME from :func:`_output_stems`), NAME_2_pose.jpg ... where that file is
-    itself an input, so that no input is ever overwritten."""
+    itself an input or a file posekit did not draw (no mark: a user's photo), so that posekit replaces
+    only its own earlier drawings."""
     import warnings
 
     from posekit.io.files import file_key
 
     drawings: dict[Path, None] = {}  # ordered, and a set for the membership test (100k images stay linear)
     for path, name in zip(paths, _output_stems(paths)):
-        drawing, number = out / f"{name}_pose.jpg", 2
-        while file_key(drawing) in inputs or drawing in drawings:
+        drawing, number, reason = out / f"{name}_pose.jpg", 2, None
+        while True:
+            if file_key(drawing) in inputs:
+                reason = reason or "is an input"
+            elif os.path.isfile(drawing) and not is_posekit_drawing(drawing):
+                reason = reason or "is not a drawing of posekit (it lacks posekit's mark), so it is kept"
+            elif drawing not in drawings:
+                break
             drawing, number = out / f"{name}_{number}_pose.jpg", number + 1
-        if number > 2:
-            warnings.warn(f"{out / f'{name}_pose.jpg'} is an input: the drawing of {path} goes to {drawing}")
+        if reason:
+            warnings.warn(f"{out / f'{name}_pose.jpg'} {reason}: the drawing of {path} goes to {drawing}")
         drawings[drawing] = None
     return list(drawings)
 
@@ -295,16 +307,42 @@ def _output_stems(paths: list[Path]) -> list[str]:
     return names
 
 
-def _save_annotated(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray, path: Path) -> None:
-    """Write the image with its skeletons and boxes at its own resolution (temporary file, then renamed)."""
+def draw_threshold(estimator: PoseEstimator) -> float:
+    """The box score under which a person is not drawn: the estimator's detector's threshold, else
+    :data:`posekit.defaults.BOX_SCORE_THRESHOLD` (given boxes without scores count as 1)."""
+    from posekit.defaults import BOX_SCORE_THRESHOLD
+
+    return getattr(estimator.detector, "score_threshold", BOX_SCORE_THRESHOLD)
+
+
+def _save_annotated(image: np.ndarray, poses: Poses, path: Path, threshold: float, pretrained: bool) -> None:
+    """Write the image with the skeletons and boxes of the people whose box scores at least
+    ``threshold``, at its own resolution (temporary file, then renamed); untrained, it says so."""
     from matplotlib.figure import Figure
 
-    from posekit.viz import draw_skeleton, save_figure
+    from posekit.io.files import atomic_write
+    from posekit.viz import draw_skeleton, label_untrained
 
     height, width = image.shape[:2]
     if max(height, width) > _JPEG_MAX_SIDE:
         raise ValueError(f"{width}x{height} is larger than JPEG's limit of {_JPEG_MAX_SIDE} pixels per side")
     figure = Figure(figsize=(width / 100, height / 100))
-    draw_skeleton(image, keypoints, ax=figure.add_axes((0, 0, 1, 1)), boxes=boxes)
-    save_figure(figure, path, dpi=100)
+    shown = poses.box_scores >= threshold
+    ax = draw_skeleton(image, poses.keypoints[shown], ax=figure.add_axes((0, 0, 1, 1)), boxes=poses.boxes[shown])
+    if not pretrained:
+        label_untrained(ax)
+    with atomic_write(path) as file:
+        figure.savefig(file, format="jpeg", dpi=100, pil_kwargs={"comment": DRAWING_MARK})
+
+
+def is_posekit_drawing(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a JPEG that posekit drew: its comment (COM segment) is :data:`DRAWING_MARK`.
+    A file posekit cannot read as such (a user's photo, a PNG, a broken file) is not."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "JPEG" and image.info.get("comment") == DRAWING_MARK
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 

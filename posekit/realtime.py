@@ -47,12 +47,17 @@ def realtime_estimator(
 ) -> PoseEstimator:
     """The preset's :class:`~posekit.estimator.PoseEstimator`: no flip test, int8 on the CPU (fp16 on
     CUDA), ``detector`` (None: none). ``depth`` applies to random weights (``pose_weights=None``)."""
-    from posekit.core.device import resolve_device
     from posekit.estimator import PoseEstimator
 
-    device = resolve_device(device)
     return PoseEstimator(pose_weights, detector=detector, device=device, flip_test=False, depth=depth,
-                         precision="int8" if device.type == "cpu" else "auto", calibration_images=calibration_images)
+                         precision=realtime_precision(device), calibration_images=calibration_images)
+
+
+def realtime_precision(device: str = "cpu") -> str:
+    """The preset's network precision on ``device``: int8 on the CPU, ``"auto"`` (fp16 on CUDA) elsewhere."""
+    from posekit.core.device import resolve_device
+
+    return "int8" if resolve_device(device).type == "cpu" else "auto"
 
 
 def realtime_tracker(
@@ -88,6 +93,36 @@ def realtime_tracker(
         f"{network}, {flip}, one batched call per frame"
     )
     return tracker
+
+
+# The CPU's int8 dot-product instructions ONNX Runtime's quantized kernels use, by their Linux
+# /proc/cpuinfo names: Intel AMX, AVX-512 VNNI, AVX-VNNI, and the Arm dot product.
+INT8_INSTRUCTIONS = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp")
+
+
+def int8_instructions(cpuinfo: str | None = None) -> tuple[str, ...] | None:
+    """Which of :data:`INT8_INSTRUCTIONS` this CPU has, from the text of ``/proc/cpuinfo``
+    (``cpuinfo``: that text, for tests); None where it cannot be read (not Linux)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+                cpuinfo = file.read()
+        except OSError:
+            return None
+    flags = {word for line in cpuinfo.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for word in line.split(":", 1)[-1].split()}
+    return tuple(name for name in INT8_INSTRUCTIONS if name in flags)
+
+
+def int8_outlook(instructions: tuple[str, ...] | None) -> str:
+    """In words, whether int8 will be fast on a CPU with ``instructions`` (:func:`int8_instructions`)."""
+    if instructions is None:
+        return "unknown (no /proc/cpuinfo to read): time it with python benchmarks/realtime.py --quick"
+    if not instructions:
+        return ("slow: no VNNI or dot-product instructions, int8 may be no faster than fp32 here "
+                "(use --precision fp32 with --realtime)")
+    return (f"fast: {', '.join(instructions)} (int8 about 2x fp32 measured with VNNI, docs/realtime.md); "
+            "accuracy of your weights: posekit check-int8")
 
 
 @dataclasses.dataclass

@@ -15,28 +15,26 @@ real time, since on a CPU the detector costs more than the pose network.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import itertools
-import os
 from time import perf_counter
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from posekit.core.coco17 import NUM_KEYPOINTS, OKS_SIGMAS
-from posekit.core.oks import OKS_NMS_THRESHOLD, rescore
+from posekit.core.boxes import JOINT_THRESHOLD, box_iou, box_nms, clip_boxes, greedy_nms, joint_boxes
+from posekit.core.coco17 import NUM_KEYPOINTS, OKS_SIGMAS, PERSON_CATEGORY_ID
+from posekit.core.oks import OKS_NMS_THRESHOLD, pose_similarity, rescore
 from posekit.core.smoothing import OneEuro
-from posekit.errors import PosekitError
+from posekit.errors import ArgumentError, PosekitError
 from posekit.models.flow import FlowFunction, RaftFlow, warp_keypoints
 
 if TYPE_CHECKING:
-    from posekit.io.video import Frame, VideoSource
+    from posekit.io.video import Frame
 
 # The paper's thresholds.
 BOX_THRESHOLD = 0.5  # detections scoring less are dropped
-JOINT_THRESHOLD = 0.4  # joints scoring less take no part in propagation and matching
-BOX_ENLARGE = 1.15  # a propagated box is the joints' extent enlarged by 15%
+# JOINT_THRESHOLD (0.4: joints scoring less take no part in propagation and matching) and
+# BOX_ENLARGE (1.15: a propagated box is the joints' extent enlarged by 15%) are posekit.core.boxes'.
 # posekit's choices where the paper gives no number.
 NMS_IOU = 0.5  # a box overlapping a better-scored one by more is the same person
 MIN_SIMILARITY = 0.3  # pairs less similar are never matched: the new pose starts a track
@@ -71,87 +69,8 @@ class TrackedFrame:
 
 
 # ------------------------------------------------------------------------------------------
-# Geometry: boxes from joints, IoU, NMS, OKS with confident joints, matching
+# Matching (boxes, IoU, NMS and OKS live in posekit.core.boxes and posekit.core.oks)
 # ------------------------------------------------------------------------------------------
-
-
-def joint_boxes(keypoints: np.ndarray, threshold: float = JOINT_THRESHOLD, enlarge: float = BOX_ENLARGE) -> np.ndarray:
-    """The extent of each pose's confident joints, enlarged about its centre (the paper's propagated box).
-
-    A pose with fewer than two joints at or above ``threshold`` gets a NaN box.
-
-    Shape: keypoints (N, K, 3) -> boxes (N, 4) x, y, w, h float64.
-    """
-    keypoints = np.asarray(keypoints, np.float64)
-    confident = (keypoints[..., 2] >= threshold)[..., None]
-    low = np.where(confident, keypoints[..., :2], np.inf).min(1)
-    high = np.where(confident, keypoints[..., :2], -np.inf).max(1)
-    with np.errstate(invalid="ignore"):  # no confident joint: inf - inf, set to NaN below anyway
-        center, size = (low + high) / 2, (high - low) * enlarge
-    boxes = np.concatenate([center - size / 2, size], axis=1)
-    boxes[confident.sum((1, 2)) < 2] = np.nan
-    return boxes
-
-
-def box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """IoU of every box with every other box. Shape: (N, 4), (M, 4) xywh -> (N, M) float64."""
-    a, b = np.asarray(boxes, np.float64)[:, None], np.asarray(other, np.float64)[None]
-    overlap = np.clip(np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
-    intersection = overlap.prod(-1)
-    union = a[..., 2:].prod(-1) + b[..., 2:].prod(-1) - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
-
-
-def nms(similarity: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression: visit by descending score (earlier index first among
-    equals), keep an item unless its similarity to a kept one is above ``threshold``.
-
-    Shape: similarity (N, N), scores (N,) -> kept indices (M,) int64, in visiting order.
-    """
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    suppressed = np.zeros(len(order), bool)
-    kept = []
-    for index in order:  # greedy: whether an item survives depends on the items kept before it
-        if not suppressed[index]:
-            kept.append(index)
-            suppressed |= similarity[index] > threshold
-    return np.asarray(kept, np.int64)
-
-
-def box_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU) -> np.ndarray:
-    """:func:`nms` of boxes by IoU. Shape: boxes (N, 4) xywh, scores (N,) -> kept indices (M,)."""
-    return nms(box_iou(boxes, boxes), scores, threshold)
-
-
-def clip_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Clip xywh boxes to the image; (clipped boxes (M, 4) float32, mask of the input boxes kept (N,)):
-    a box is kept when finite and at least one pixel wide and high after clipping."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    low = np.clip(boxes[:, :2], 0, [width, height])
-    high = np.clip(boxes[:, :2] + boxes[:, 2:], 0, [width, height])
-    with np.errstate(invalid="ignore"):
-        keep = np.isfinite(boxes).all(1) & ((high - low) >= 1).all(1)
-    return np.concatenate([low, high - low], axis=1)[keep].astype(np.float32), keep
-
-
-def pose_similarity(
-    keypoints: np.ndarray, other: np.ndarray, sigmas: np.ndarray, threshold: float = JOINT_THRESHOLD
-) -> np.ndarray:
-    """OKS of every pose with every other, over the joints confident (>= ``threshold``) in both.
-
-    The object scale is the mean area of the two poses' confident-joint extents; a pair with no
-    joint confident in both has similarity 0.
-
-    Shape: keypoints (N, K, 3), other (M, K, 3), sigmas (K,) -> (N, M) float64.
-    """
-    a, b = np.asarray(keypoints, np.float64), np.asarray(other, np.float64)
-    areas = [np.nan_to_num(joint_boxes(p, threshold, 1.0)[:, 2:].prod(1)) for p in (a, b)]
-    scale = (areas[0][:, None] + areas[1][None]) / 2 + np.spacing(1)  # (N, M)
-    both = (a[:, None, :, 2] >= threshold) & (b[None, :, :, 2] >= threshold)  # (N, M, K)
-    distances = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(-1)
-    similarity = np.exp(-distances / (2 * scale[..., None] * (2 * np.asarray(sigmas)) ** 2))
-    counts = both.sum(-1)
-    return np.divide(np.where(both, similarity, 0).sum(-1), counts, out=np.zeros(counts.shape), where=counts > 0)
 
 
 def greedy_match(similarity: np.ndarray, min_similarity: float = MIN_SIMILARITY) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +174,7 @@ class PoseTracker:
         sigmas: np.ndarray | None = None,
         redetect_below: float | None = None,
     ) -> None:
+        detector_every, max_age = _whole_number("detector_every", detector_every), _whole_number("max_age", max_age)
         if propagation not in PROPAGATIONS:
             raise PosekitError(f"propagation {propagation!r} is unknown; expected 'flow', 'pose' or None")
         if similarity not in SIMILARITIES:
@@ -275,7 +195,7 @@ class PoseTracker:
             flow = RaftFlow(device=getattr(estimator, "device", "cpu"))
         self._flow = flow
         self._detect = detect or (lambda rgb, index: estimator.detect([rgb])[0])
-        self._sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
+        self._sigmas = None if sigmas is None else _joint_falloffs(sigmas)
         self.redetect_below = redetect_below
         self.reset()
 
@@ -310,6 +230,7 @@ class PoseTracker:
 
         ``index`` defaults to the number of frames seen so far, ``time`` to ``index / 30`` s.
         """
+        rgb = _rgb_frame(rgb)
         index = self._frames_seen if index is None else index
         time = index / 30.0 if time is None else float(time)
         tracks = self._tracks
@@ -331,7 +252,7 @@ class PoseTracker:
         # Two boxes on one person (a detection and a box the flow bent out of shape) give two
         # near-identical poses that box NMS missed: keep the better one (OKS-NMS, as COCO evaluation).
         similarity = pose_similarity(keypoints, keypoints, self._joint_sigmas(keypoints.shape[1]), self.joint_threshold)
-        unique = np.sort(nms(similarity, scores, OKS_NMS_THRESHOLD))
+        unique = np.sort(greedy_nms(similarity, np.argsort(-scores, kind="stable"), OKS_NMS_THRESHOLD))
         boxes, scores, keypoints = boxes[unique], scores[unique], keypoints[unique]
         if self.redetect_below is not None:  # a pose growing unsure: let the detector look again next frame
             self._weak = bool((rescore(keypoints, np.ones(len(keypoints)), self.joint_threshold) < self.redetect_below).any())
@@ -365,9 +286,9 @@ class PoseTracker:
             # A propagated box is as sure as the pose it came from (its mean confident joint score).
             scores = np.concatenate([scores, rescore(source[fresh], np.ones(len(moved)), self.joint_threshold)])
             propagated = np.concatenate([propagated, np.ones(len(moved), bool)])
-        boxes, valid = clip_boxes(boxes, rgb.shape[1], rgb.shape[0])
+        boxes, valid = clip_boxes(boxes, (rgb.shape[1], rgb.shape[0]), min_side=1)
         scores, propagated = scores[valid], propagated[valid]
-        kept = box_nms(boxes, scores)  # stable: at equal scores the detections, listed first, win
+        kept = box_nms(boxes, scores, NMS_IOU)  # stable: at equal scores the detections, listed first, win
         return boxes[kept], scores[kept], propagated[kept]
 
     def _associate(self, keypoints: np.ndarray, boxes: np.ndarray, time: float) -> tuple[np.ndarray, np.ndarray]:
@@ -411,10 +332,41 @@ class PoseTracker:
 
     def _joint_sigmas(self, num_joints: int) -> np.ndarray:
         if self._sigmas is not None:
+            if len(self._sigmas) != num_joints:
+                raise ArgumentError(f"sigmas has {len(self._sigmas)} values, the poses {num_joints} joints; "
+                                    "expected one OKS falloff per joint")
             return self._sigmas
         if num_joints != NUM_KEYPOINTS:
             raise PosekitError(f"poses have {num_joints} joints: pass sigmas (one OKS falloff per joint)")
         return OKS_SIGMAS
+
+
+def _whole_number(name: str, value: object) -> int:
+    """``value`` as an int (a whole float such as 2.0 too), else an ArgumentError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)) \
+            or not float(value).is_integer():
+        raise ArgumentError(f"{name}={value!r}: expected a whole number")
+    return int(value)
+
+
+def _joint_falloffs(sigmas: object) -> np.ndarray:
+    """Per-joint OKS falloffs as a (K,) float64 array of positive finite numbers, else an ArgumentError."""
+    try:
+        values = np.asarray(sigmas, np.float64)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.ndim != 1 or not len(values) or not (np.isfinite(values) & (values > 0)).all():
+        raise ArgumentError(f"sigmas={sigmas!r}: expected one positive OKS falloff per joint, e.g. COCO's 17")
+    return values
+
+
+def _rgb_frame(rgb: object) -> np.ndarray:
+    """A frame as the tracker takes it, else an ArgumentError saying what is accepted. Shape: (H, W, 3) uint8."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+        described = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ArgumentError(f"a frame must be an (H, W, 3) uint8 RGB array, got a {described} (a grey frame: "
+                            "np.repeat(grey[..., None], 3, axis=2))")
+    return rgb
 
 
 def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | None = None) -> dict:
@@ -422,7 +374,7 @@ def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | Non
 
     ``images`` lists every frame in order (id = frame index, ``file_name`` from ``file_names`` or
     ``NNNNNN.jpg``); ``annotations`` holds one entry per tracked person with ``keypoints``
-    (x, y, score) * K, ``scores`` (per joint), ``bbox`` and ``score``. :func:`posekit.eval.posetrack.load_posetrack`
+    (x, y, score) * K, ``scores`` (per joint), ``bbox`` and ``score``. :func:`posekit.io.posetrack.load_tracks`
     reads it back.
     """
     from posekit.core.coco17 import KEYPOINT_NAMES, SKELETON
@@ -432,7 +384,7 @@ def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | Non
     images = [{"id": f.index, "file_name": name, "frame_id": f.index, "time": round(f.time, 6)} for f, name in zip(frames, names)]
     annotations = [
         {
-            "id": f.index * 1000 + row, "image_id": f.index, "track_id": int(track_id), "category_id": 1,
+            "id": f.index * 1000 + row, "image_id": f.index, "track_id": int(track_id), "category_id": PERSON_CATEGORY_ID,
             "keypoints": np.round(points, 2).ravel().tolist(), "scores": np.round(points[:, 2], 4).tolist(),
             "bbox": np.round(box, 2).tolist(), "score": round(float(score), 4),
         }
@@ -443,112 +395,10 @@ def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | Non
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-@dataclasses.dataclass
-class TrackingRun:
-    """The result of :func:`track_video`.
+def __getattr__(name: str):
+    """The video loop (:mod:`posekit.track_run`) is importable from here too, as it always was."""
+    if name in ("TrackingRun", "track_video"):
+        from posekit import track_run
 
-    Attributes:
-        frames: the tracked frames, in order.
-        file_names: a name per frame (the image file of a folder, else ``NNNNNN.jpg``).
-        fps: frames per second, the source's.
-        seconds: wall-clock seconds in the tracker (detector, flow, pose network, matching) and in total
-            (also decoding, drawing and encoding, which overlap the tracker); per stage: ``decode``,
-            ``draw``, ``encode`` (in their threads) and ``tracker/<stage>`` (:attr:`PoseTracker.stage_seconds`).
-        interrupted: whether Ctrl-C ended the run (the frames before it are kept, the video written).
-        dropped: frames of a live source skipped because the tracker was busy with a newer one (0 for files).
-    """
-
-    frames: list[TrackedFrame]
-    file_names: list[str]
-    fps: float
-    seconds: dict[str, float]
-    interrupted: bool = False
-    dropped: int = 0
-
-    @property
-    def tracking_fps(self) -> float:
-        """Frames per second of the tracker alone."""
-        return len(self.frames) / max(self.seconds["tracking"], 1e-9)
-
-    @property
-    def total_fps(self) -> float:
-        """Frames per second end to end: decode, track, draw, encode."""
-        return len(self.frames) / max(self.seconds["total"], 1e-9)
-
-
-def track_video(
-    tracker: PoseTracker,
-    source: str | os.PathLike | int | VideoSource,
-    out: str | os.PathLike | None = None,
-    caption: str | None = None,
-    score_threshold: float = 0.3,
-    max_frames: int | None = None,
-    progress: bool = True,
-) -> TrackingRun:
-    """Track everyone through a video and optionally write it annotated.
-
-    Decoding runs in a reader thread and drawing + encoding in a writer thread, beside the tracker
-    (:mod:`posekit.io.live`). A file is tracked frame by frame; a live source (webcam index,
-    stream URL) always gives the tracker its newest frame, dropping the ones it had no time
-    for (counted in the progress line and in :attr:`TrackingRun.dropped`).
-
-    Args:
-        tracker: a :class:`PoseTracker` (reset first: ids start at 1).
-        source: a :class:`~posekit.io.video.VideoSource` or what it reads: a video, a folder of frames, a webcam, a URL.
-        out: an ``.mp4`` to write the annotated video to (whole or not at all), or None.
-        caption: a line written on every annotated frame (say here that weights are untrained).
-        score_threshold: joints drawn from this score.
-        max_frames: stop after this many frames; Ctrl-C also stops, keeping what was tracked (a webcam
-            never ends by itself).
-        progress: show a tqdm bar with the frame rate.
-    """
-    from tqdm.auto import tqdm
-
-    from posekit.io.live import BackgroundWriter, FrameReader, is_live
-    from posekit.io.video import VideoSource, VideoWriter
-    from posekit.viz import draw_tracks
-
-    video = source if isinstance(source, VideoSource) else VideoSource(source)
-    live = is_live(video)
-    tracker.reset()
-    frames: list[TrackedFrame] = []
-    tracking = drawing = 0.0
-    start = perf_counter()
-    total = None if live else min(filter(None, (video.num_frames, max_frames)), default=None)
-    reader = FrameReader(video, live=live)
-    with VideoWriter(out, video.fps) if out is not None else contextlib.nullcontext() as writer:
-
-        def draw_and_encode(rgb: np.ndarray, tracked: TrackedFrame) -> None:
-            nonlocal drawing
-            began = perf_counter()
-            picture = draw_tracks(rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption)
-            drawing += perf_counter() - began
-            writer.write(picture)
-
-        background = BackgroundWriter(draw_and_encode) if writer is not None else None
-        bar = tqdm(itertools.islice(reader, max_frames), total=total, desc="posekit track", unit="frame", disable=not progress)
-        try:
-            for frame in bar:
-                began = perf_counter()
-                tracked = tracker.update(frame.rgb, frame.index, frame.time)
-                tracking += perf_counter() - began
-                frames.append(tracked)
-                status = {"fps": f"{len(frames) / tracking:.1f}", "people": len(tracked.track_ids)}
-                bar.set_postfix(status | ({"dropped": reader.dropped} if live else {}))
-                if background is not None:
-                    background.put(frame.rgb, tracked)
-        except KeyboardInterrupt:
-            # Ctrl-C is how a webcam or stream is stopped: keep (and write) what was tracked so far.
-            interrupted = True
-        else:
-            interrupted = False
-        finally:
-            bar.close()
-            reader.close()
-            if background is not None:
-                background.close()
-    seconds = {"tracking": tracking, "total": perf_counter() - start, "decode": reader.seconds,
-               "draw": drawing, "encode": (background.seconds - drawing) if background is not None else 0.0}
-    seconds |= {f"tracker/{stage}": value for stage, value in tracker.stage_seconds.items()}
-    names = video.file_names or [f"{f.index:06d}.jpg" for f in frames]
-    return TrackingRun(frames, names, video.fps, seconds, interrupted, reader.dropped)
+        return getattr(track_run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

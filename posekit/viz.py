@@ -1,8 +1,10 @@
 """Pictures of poses: skeletons on images, heatmaps over crops, crop grids and timing charts.
 
-matplotlib only. Every function returns its figure or axes and never calls ``plt.show()``, so the
-same code draws inline in a notebook, into a widget, or into a file on a headless machine.
-Colours follow the body side of each joint (:func:`posekit.core.coco17.joint_side`): left, right, centre.
+The figures are matplotlib: every function returns its figure or axes and never calls
+``plt.show()``, so the same code draws inline in a notebook, into a widget, or into a file on a
+headless machine. :func:`draw_tracks` draws into a video frame itself and returns the image array.
+Both take their colours from one table, the body side of each joint
+(:func:`posekit.core.coco17.joint_side`): left, right, centre.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from matplotlib.figure import Figure
 
 from posekit.core.coco17 import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON, joint_side
 from posekit.core.keypoints import KeypointSet
+from posekit.defaults import UNTRAINED_TITLE
 from posekit.errors import PosekitError
 from posekit.io.files import atomic_write
 
@@ -149,6 +152,13 @@ def draw_skeleton(
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_axis_off()
     return ax
+
+
+def label_untrained(ax: Axes) -> None:
+    """Write :data:`~posekit.defaults.UNTRAINED_TITLE` at the top left of ``ax``, white on a filled
+    red box (legible over any picture), wrapped at the picture's edge so a narrow one shows all of it."""
+    ax.text(0.01, 0.99, UNTRAINED_TITLE, transform=ax.transAxes, va="top", fontsize=9, color="white",
+            bbox={"facecolor": "#c00", "edgecolor": "none"}, wrap=True)
 
 
 def _panel_grid(count: int, ncols: int, panel_width: float, aspect: float) -> tuple[Figure, list[Axes]]:
@@ -293,10 +303,10 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 100) -> Path:
 # Drawing tracked poses into the frame itself (video)
 # ------------------------------------------------------------------------------------------
 
-_LIMBS = np.array(SKELETON)
-_SIDE_RGB = np.round(
-    to_rgba_array([SIDE_COLORS[joint_side(k)] for k in range(NUM_KEYPOINTS)])[:, :3] * 255
-).astype(np.uint8)
+# The colour table of draw_skeleton, in 8-bit RGB.
+_SIDE_RGB = np.round(_JOINT_RGB * 255).astype(np.uint8)
+# A caption (untrained weights) is white on a filled red box: legible over any scene.
+CAPTION_RGB, CAPTION_BOX_RGB = (255, 255, 255), (192, 0, 0)
 
 
 def track_colors(track_ids: np.ndarray) -> np.ndarray:
@@ -354,7 +364,8 @@ def draw_tracks(
     xywh or None (the label then sits above the highest joint). Returns a new (H, W, 3) uint8.
 
     Args:
-        caption: a line written in red at the top left (e.g. that the weights are untrained).
+        caption: a line written at the top left, white on a filled red box (e.g. that the weights
+            are untrained).
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -364,7 +375,11 @@ def draw_tracks(
     if caption:
         canvas = Image.fromarray(image)
         big = ImageFont.load_default(size=max(12, image.shape[0] // 24))
-        ImageDraw.Draw(canvas).text((8, 8), caption, fill=(255, 0, 0), font=big, stroke_width=2, stroke_fill=(0, 0, 0))
+        draw = ImageDraw.Draw(canvas)
+        left, top, right, bottom = draw.textbbox((0, 0), caption, font=big)
+        pad = max(3, image.shape[0] // 120)
+        draw.rectangle((0, 0, right - left + 2 * pad + 8, bottom - top + 2 * pad + 8), fill=CAPTION_BOX_RGB)
+        draw.text((8 + pad - left, 8 + pad - top), caption, fill=CAPTION_RGB, font=big)
         image = np.array(canvas)
     if len(track_ids) == 0:
         return image

@@ -23,11 +23,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
-from posekit.demo import UNTRAINED_TITLE
+from posekit.defaults import UNTRAINED_TITLE
 from posekit.errors import ImageReadError, PosekitError
 from posekit.io.images import ImageSource, load_image
 from posekit.poses import Poses
-from posekit.viz import draw_skeleton, show_heatmaps
+from posekit.viz import draw_skeleton, label_untrained, show_heatmaps
 
 # The picture's longest side in pixels (larger images are drawn smaller) and its share of the window height.
 MAX_SIDE = 1024
@@ -90,6 +90,12 @@ def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)  # the figure's own size, whatever savefig.dpi says
     return buffer.getvalue()
+
+
+def _box_words(box: np.ndarray) -> str:
+    """A box x, y, w, h as words: "x 12, y 30, 140x260 px"."""
+    x, y, w, h = np.round(np.asarray(box, np.float64)).astype(int)
+    return f"x {x}, y {y}, {w}x{h} px"
 
 
 def _plural(count: int, noun: str, plural: str) -> str:
@@ -258,9 +264,7 @@ class ImagePicker:
         fig = Figure(figsize=(width / 100, height / 100), dpi=dpi)
         ax = draw_skeleton(image, keypoints, threshold, ax=fig.add_axes((0, 0, 1, 1)), boxes=poses.boxes)
         if self._untrained:
-            # Wrapped at the picture's edge, so that a narrow picture shows all of it.
-            ax.text(0.01, 0.99, UNTRAINED_TITLE, transform=ax.transAxes, va="top", fontsize=9, color="white",
-                    bbox={"facecolor": "#c00", "edgecolor": "none"}, wrap=True)
+            label_untrained(ax)
         self.image.value = _png(fig)
         self.figure = fig
         self.redraw_count += 1
@@ -290,10 +294,12 @@ class ImagePicker:
             crops, heatmaps = estimate_heatmaps(image, np.asarray(poses.boxes[:1], dtype=np.float64))
             self._heatmaps[label] = crops[0], heatmaps[0]
         fig = show_heatmaps(*self._heatmaps[label])
+        shown = f"heatmaps of the first person in {label} (box {_box_words(poses.boxes[0])})"
         if self._untrained:
             fig.suptitle(UNTRAINED_TITLE, color="#c00")
+            fig.supxlabel(shown)
         else:
-            fig.suptitle(f"heatmaps of the first person in {label}")
+            fig.suptitle(shown)
         plt.close(fig)  # rendered into the widget; an open pyplot figure would also pop up in the next cell
         self.heatmap_image.value = _png(fig)
         self.heatmap_figure = fig

@@ -6,6 +6,7 @@ bookkeeping between the numbers are.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_result_structure_and_bookkeeping(result):
         assert batch.ms_per_person == pytest.approx(1000 * batch.median.total / batch.people)
         assert batch.network_flops == result.model_flops * batch.people * 2  # flip: two forwards
         assert batch.flops_fraction == pytest.approx(batch.network_flops / batch.median.forward / result.matmul_flops)
-        assert batch.k80_seconds is None  # the seed has figures for 200 and 100 only
+        assert batch.k80_seconds is None  # the K80 reference row has figures for 200 and 100 only
     assert list(result.memory_peaks) == [3, 5, 8]
     assert all(isinstance(peak, int) and peak >= 0 for peak in result.memory_peaks.values())
 
@@ -155,10 +156,21 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
                  "--max-batch", "2", "--memory-people", "3", "--json", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "random weights" in printed and "Colab K80, another machine" in printed
+    assert "random weights" in printed
+    # The K80 figure is a labelled reference row, never this run's, and nothing speaks of the project's history.
+    assert re.search(r"^reference row: Colab K80 GPU, another machine \(s\)\s+n/a$", printed, re.MULTILINE)
+    assert "seed figure" not in printed and "seed's" not in printed
     assert "benchmarks/reference.py" in printed
     data = json.loads(out.read_text())
     assert data["input_size"] == [64, 96] and data["precision"] == "fp32"
+
+
+def test_cli_help_speaks_of_the_product_not_its_history(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = capsys.readouterr().out
+    assert "default: 200 100, the sizes of the K80 reference row" in " ".join(help_text.split())
+    assert "seed" not in help_text.lower()
 
 
 def test_cli_rejects_an_input_size_the_network_cannot_take(capsys):
@@ -185,3 +197,22 @@ def test_matmul_probe_restores_the_tf32_setting():
     before = torch.backends.cuda.matmul.allow_tf32
     assert matmul_flops("cpu", size=64) > 0
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+def test_cli_reports_each_stage_and_measures_memory_only_on_request(tmp_path, capsys, monkeypatch):
+    import posekit.bench
+
+    swept = []
+    monkeypatch.setattr(posekit.bench, "sample_people", lambda people: swept.append(people) or sample_people(people))
+    args = ["bench", "--batches", "3", "--depth", "18", "--input", "96x64", "--repeats", "1", "--max-batch", "2",
+            "--backend", "torch"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert swept == [3]  # the timed batch only: no memory sweep unless asked
+    progress = [line for line in captured.err.splitlines() if line.startswith("posekit bench: ")]
+    assert progress[-2:] == ["posekit bench: 3 people: cold run", "posekit bench: 3 people: warm run 1 of 1"]
+    assert "peak memory in chunks" not in captured.out and "peak memory (MB)" in captured.out
+    assert main([*args, "--memory-people", "5"]) == 0
+    captured = capsys.readouterr()
+    assert swept == [3, 3, 5] and "posekit bench: peak memory of 5 people" in captured.err
+    assert "peak memory in chunks of 2 (RSS above start): 5 people" in captured.out

@@ -43,7 +43,8 @@ QUICKSTART = "01_quickstart.ipynb"
 VIDEO = "05_video_tracking.ipynb"
 # The fine-tuning notebook comes from another branch; it must run here once it exists.
 FINETUNE = "06_finetune.ipynb"
-NAMES = (QUICKSTART, VIDEO, FINETUNE)
+COMPARE = "07_compare_motion.ipynb"
+NAMES = (QUICKSTART, VIDEO, FINETUNE, COMPARE)
 CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 SERVER_START_S = 60
 # Seconds for Run All, per notebook: the video notebook tracks the clip six times with a ResNet-50 on the CPU.

@@ -40,3 +40,39 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "posekit"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "usage: posekit" in result.stdout
+
+
+def test_version_agrees_with_pyproject(capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch) -> None:
+    import re
+
+    import posekit
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    expected = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
+    assert posekit.__version__ == expected
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"posekit {expected}"
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
+    assert cli.main(["info"]) == 0
+    assert re.search(rf"^posekit +{re.escape(expected)}$", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_package_metadata_carries_version_and_license(tmp_path) -> None:
+    # What `pip install` of the repository records: this release's version and the MIT LICENSE file.
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    made = subprocess.run(
+        [sys.executable, "-c", "import sys; from setuptools import build_meta; "
+         "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))", str(tmp_path)],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout.split()[-1]
+    metadata = (tmp_path / made / "METADATA").read_text()
+    pyproject = (root / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
+    assert f"Version: {version}" in metadata
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    license_text = (tmp_path / made / "licenses" / "LICENSE").read_text()
+    assert license_text.startswith("MIT License") and "2026 posekit contributors" in license_text

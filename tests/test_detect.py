@@ -93,7 +93,8 @@ def test_offline_download_raises_one_sentence(offline, tmp_path):
     assert FAST in message and str(tmp_path / "posekit" / "checkpoints") in message
     # The way out is worded for where the error is read: Python here, the flag on the command line.
     assert message.endswith("pass the person boxes yourself, as estimator(images, boxes)")
-    assert error.value.for_cli().endswith("give person boxes with --boxes FILE")
+    assert error.value.for_cli().endswith(
+        "give person boxes with --boxes FILE, or pass --detector none to take the whole image as one person")
     assert "\n" not in message
     assert not list((tmp_path / "posekit" / "checkpoints").glob("*.pth"))
 

@@ -1,7 +1,9 @@
 """BatchNorm folding and the ONNX Runtime forward compute what the network computes."""
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import onnx
 import pytest
@@ -221,9 +223,49 @@ def test_precision_choice_and_reduced_precision_forward(model, images):
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "fp16"
     assert resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(PosekitError, match="expected one of"):
-        resolve_precision("int8", "cpu")
+        resolve_precision("int4", "cpu")
     forward = inference_forward(model, "torch", precision="bf16", input_size=INPUT)
     output = forward(images)
     assert output.dtype == torch.float32
     with torch.no_grad():
         _assert_close(output, model(images), relative=5e-2)  # bf16 keeps ~3 significant digits
+
+
+def test_the_cache_prunes_the_exports_used_longest_ago(tmp_path):
+    from posekit.models.runtime import onnx_cache_usage, prune_onnx_cache
+
+    megabyte = 2**20
+    files = {}
+    for age, name in enumerate(["new", "middle", "old", "oldest"]):  # one MB each, used 0, 1, 2, 3 hours ago
+        files[name] = tmp_path / f"{name}.onnx"
+        files[name].write_bytes(b"x" * megabyte)
+        os.utime(files[name], (time.time() - 3600 * age,) * 2)
+    (tmp_path / ".new.onnx.1234abcd.part").write_bytes(b"x" * megabyte)  # another process's write in progress
+    assert onnx_cache_usage(tmp_path) == (4 * megabyte, 4)
+    # The export just written stays even when it is the oldest; then the others go oldest first.
+    assert prune_onnx_cache(tmp_path, 2 * megabyte, keep=files["oldest"]) == [files["old"], files["middle"]]
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["new.onnx", "oldest.onnx"]
+    assert prune_onnx_cache(tmp_path, 0, keep=files["new"]) == [files["oldest"]]
+    assert onnx_cache_usage(tmp_path) == (megabyte, 1)
+
+
+def test_two_runs_of_untrained_networks_stay_within_the_limit(model, fresh_cache, monkeypatch, capsys):
+    # Each untrained run exports new random weights; the limit (here under one export) keeps only the newest.
+    from posekit.cli import main
+    from posekit.models.runtime import export_key
+
+    monkeypatch.setenv("POSEKIT_ONNX_CACHE_MB", "1")
+    other = pose_resnet(depth=18).eval()
+    for network in (model, other):
+        inference_forward(network, "onnxruntime", input_size=INPUT)
+    assert [p.name for p in fresh_cache.glob("*.onnx")] == [f"{export_key(other, INPUT)}.onnx"]
+    size = (fresh_cache / f"{export_key(other, INPUT)}.onnx").stat().st_size
+    assert main(["info"]) == 0
+    assert f"onnx cache      {size / 2**20:.0f} MB in 1 export(s), limit 1 MB (POSEKIT_ONNX_CACHE_MB)" \
+        in capsys.readouterr().out
+
+
+def test_a_bad_cache_limit_is_one_clear_error(model, fresh_cache, monkeypatch):
+    monkeypatch.setenv("POSEKIT_ONNX_CACHE_MB", "2GB")
+    with pytest.raises(PosekitError, match=r"POSEKIT_ONNX_CACHE_MB='2GB': expected a whole number of MB"):
+        inference_forward(model, "onnxruntime", input_size=INPUT)

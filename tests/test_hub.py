@@ -298,12 +298,12 @@ def fake_gdown(monkeypatch):
         SimpleNamespace(id="ID_WANTED", path="pose_coco/pose_resnet_50_256x192.pth.tar", local_path="y"),
     ]
 
-    def download(id, output, quiet, resume):  # noqa: A002 (gdown's keyword)
+    def download(id, output, quiet, resume, timeout=None):  # noqa: A002 (gdown's keyword)
         calls["download"].append({"id": id, "output": output, "resume": resume})
         Path(output).write_bytes(PAYLOAD)
         return output
 
-    def download_folder(id, skip_download, quiet):  # noqa: A002
+    def download_folder(id, skip_download, quiet, timeout=None):  # noqa: A002
         calls["download_folder"].append(id)
         assert skip_download
         return listing
@@ -530,3 +530,30 @@ def test_cached_weights_load_from_a_cache_that_cannot_be_written(tmp_path, monke
     monkeypatch.setattr(hub, "_exclusive", no_lock)
     loaded = weights.load_weights(pose_resnet(18), entry.name)
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values()))
+
+
+@pytest.mark.parametrize("error, summary", [
+    (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+    (requests.ConnectionError(
+        "HTTPSConnectionPool(host='drive.google.com', port=443): Max retries exceeded with url: /uc?id=1 (Caused by "
+        "NameResolutionError(\"<urllib3.connection.HTTPSConnection object at 0x7f>: Failed to resolve "
+        "'drive.google.com' ([Errno -3] Temporary failure in name resolution)\"))" + " " * 600), "name resolution failed"),
+    (socket.timeout("timed out"), "timed out"),
+    (OSError("something else entirely"), "something else entirely"),
+])
+def test_download_failures_are_summarised_in_a_few_words(error, summary):
+    assert hub._short_reason(error) == summary
+
+
+def test_offline_download_error_is_one_short_line(tmp_path, monkeypatch, capsys):
+    entry = weights.get_weights(weights.DEFAULT_WEIGHTS)
+    closed = dataclasses.replace(entry, url="http://127.0.0.1:9/" + entry.filename, gdrive_folder=None, gdrive_path=None)
+    monkeypatch.setitem(weights.WEIGHTS, entry.name, closed)
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path))
+    # As `posekit track` and the demo print it (the --weights value), and by its registry name.
+    for name in ("default", entry.name):
+        assert main(["weights", "download", name]) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert line.startswith("posekit weights: error: could not download http://127.0.0.1:9/")
+        assert "(connection refused)" in line and "unknown weights" not in line and len(line) < 400
+        assert line.count("on a machine with internet") == 1

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from posekit.errors import BoxError, ImageReadError
-from posekit.io.images import find_images, load_image, sanitize_boxes
+from posekit.core.boxes import sanitize_boxes
+from posekit.io.images import find_images, load_image
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 

@@ -175,3 +175,96 @@ def test_demo_offline_runs_end_to_end_and_says_untrained(tmp_path, capsys, offli
     assert "UNTRAINED" in titles[0] and "posekit weights download" in titles[0]
     with Image.open(figure) as image:
         assert image.size[0] > 800
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """Random depth-18 weights named like a registry entry with 64x48 input: a quick network for file tests."""
+    entry = dataclasses.replace(
+        weights.get_weights(weights.DEFAULT_WEIGHTS), name="pose_resnet_18_64x48_predict", depth=18,
+        input_size=(48, 64), filename="pose_resnet_18_64x48_predict.pth",
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / entry.filename
+    torch.save(pose_resnet(18).state_dict(), path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(weights.WEIGHTS, entry.name, entry)
+        yield path
+
+
+QUICK = ("--detector", "none", "--backend", "torch", "--no-flip")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 KB file system (tmpfs), mounted for the test: root only, else the test is skipped loudly."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("SKIPPED LOUDLY: the full-disk test mounts a 64 KB tmpfs and needs root (CI runs it as root)")
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"SKIPPED LOUDLY: cannot mount a tmpfs here ({made.stderr.strip()})")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def jpeg_is_whole(path: Path) -> bool:
+    data = path.read_bytes()
+    return data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
+
+
+def test_a_real_full_disk_leaves_no_truncated_drawing(small_disk, tmp_path, capsys, small_checkpoint):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for jpeg in JPEGS[:2]:  # two photos whose drawings (~40-60 KB each) cannot both fit in 64 KB
+        shutil.copy(jpeg, folder / jpeg.name)
+    code, _, stderr = predict(capsys, folder, "--weights", small_checkpoint, "--out", small_disk, *QUICK)
+    assert code == 1
+    written = sorted(small_disk.iterdir())
+    assert all(path.name.endswith("_pose.jpg") and jpeg_is_whole(path) for path in written), written
+    # The error names the drawing that did not fit: the first image (sorted) without a whole drawing.
+    failed = next(jpeg for jpeg in JPEGS[:2] if not (small_disk / f"{jpeg.stem}_pose.jpg").exists())
+    line = stderr.strip().splitlines()[-1]
+    assert line == (f"posekit predict: error: cannot write {small_disk / (failed.stem + '_pose.jpg')} "
+                    "(No space left on device); the disk is full; free some space or write elsewhere"), stderr
+
+
+def test_a_users_photo_named_like_a_drawing_is_never_replaced(tmp_path, capsys, small_checkpoint):
+    from posekit.predict import is_posekit_drawing
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(JPEGS[0], folder / "warrior.jpg")
+    shutil.copy(JPEGS[1], folder / "warrior_pose.jpg")  # the user's own photo, not a drawing
+    photo = (folder / "warrior_pose.jpg").read_bytes()
+    args = [folder, "--weights", small_checkpoint, "--out", folder, *QUICK]
+    code, stdout, stderr = predict(capsys, *args)
+    assert code == 0 and "2 images" in stdout, stderr  # the photo stays an input
+    assert (folder / "warrior_pose.jpg").read_bytes() == photo
+    assert (f"{folder / 'warrior_pose.jpg'} is an input: the drawing of {folder / 'warrior.jpg'} goes to "
+            f"{folder / 'warrior_2_pose.jpg'}") in stderr
+    drawings = ["warrior_2_pose.jpg", "warrior_pose_pose.jpg"]
+    assert all(is_posekit_drawing(folder / name) for name in drawings) and not is_posekit_drawing(folder / "warrior.jpg")
+    # Named alone, warrior.jpg is the only input; the photo is still not replaced, and posekit's own
+    # earlier drawings are taken for what they are: replaced, never used as inputs.
+    code, _, stderr = predict(capsys, folder / "warrior.jpg", *args[1:])
+    assert code == 0 and (folder / "warrior_pose.jpg").read_bytes() == photo
+    assert (f"{folder / 'warrior_pose.jpg'} is not a drawing of posekit (it lacks posekit's mark), so it is kept: "
+            f"the drawing of {folder / 'warrior.jpg'} goes to {folder / 'warrior_2_pose.jpg'}") in stderr
+    code, stdout, stderr = predict(capsys, *args)
+    assert code == 0 and "2 images" in stdout and "skipped 2 drawing(s) of an earlier run" in stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["results.json", "warrior.jpg", "warrior_pose.jpg", *drawings])
+
+
+def test_offline_detector_advice_works_as_printed(tmp_path, capsys, offline, small_checkpoint):
+    out = tmp_path / "out"
+    args = [JPEGS[0], "--weights", small_checkpoint, "--out", out, "--backend", "torch", "--no-flip"]
+    code, _, stderr = predict(capsys, *args, "--detector", "fasterrcnn_mobilenet_v3_large_fpn")
+    [line] = stderr.strip().splitlines()[-1:]
+    assert code == 1 and "(connection refused)" in line and "pass --detector none to take the whole image" in line
+    code, stdout, stderr = predict(capsys, *args, "--detector", "none")  # the advice, as printed
+    assert code == 0 and "1 images, 1 people" in stdout, stderr

@@ -636,8 +636,9 @@ def warning_lines(stderr: str) -> list[str]:
 
 
 def written_path(file) -> str:
-    """The path a file object opened on a descriptor writes to (atomic_write's temporary file)."""
-    return os.readlink(f"/proc/self/fd/{file.fileno()}")
+    """The path atomic_write's file object writes to (its temporary file). It hands out no fileno(), so that
+    every write is checked: the descriptor is its raw file's name."""
+    return os.readlink(f"/proc/self/fd/{file.raw.name}")
 
 
 def strict_json(path: Path) -> object:
@@ -1413,10 +1414,10 @@ def test_eval_with_a_corrupt_image_read_by_a_worker_is_one_line(tmp_path, capsys
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["eval", "--coco-root", "x", "--batch-size", "0"], "argument --batch-size: '0': expected a whole number >= 1"),
+        (["eval", "--coco-root", "x", "--max-batch", "0"], "argument --max-batch: '0': expected a whole number >= 1"),
         (["eval", "--coco-root", "x", "--workers", "-1"], "argument --workers: '-1': expected a whole number >= 0"),
         (["eval", "--coco-root", "x", "--limit", "0"], "argument --limit: '0': expected a whole number >= 1"),
-        (["eval", "--coco-root", "x", "--batch-size", "2.5"], "argument --batch-size: '2.5': expected a whole number"),
+        (["eval", "--coco-root", "x", "--max-batch", "2.5"], "argument --max-batch: '2.5': expected a whole number"),
         (["bench", "--input", "0x0"], "argument --input: '0x0': expected HEIGHTxWIDTH in pixels, such as 256x192"),
         (["bench", "--input", "256x-192"], "argument --input: '256x-192': expected HEIGHTxWIDTH"),
         (["bench", "--batches", "0"], "argument --batches: '0': expected a whole number >= 1"),

@@ -17,7 +17,9 @@ from posekit.core.smoothing import OneEuro
 from posekit.errors import PosekitError
 from posekit.eval.posetrack import AnnotatedFrame, evaluate_tracking
 from posekit.models.flow import RaftFlow, warp_keypoints
-from posekit.track import PoseTracker, box_iou, box_nms, greedy_match, joint_boxes, pose_similarity
+from posekit.core.boxes import box_iou, box_nms, joint_boxes
+from posekit.core.oks import pose_similarity
+from posekit.track import PoseTracker, greedy_match
 
 # A standing person, about 100 px tall: x, y of the 17 COCO joints relative to the top of the head.
 TEMPLATE = np.array([

@@ -431,7 +431,7 @@ def test_torchrun_eval_gives_the_one_process_results(tmp_path):
     weights = tmp_path / "random_res50.pth"
     torch.save(pose_resnet(50).state_dict(), weights)
     args = ["-m", "posekit", "eval", "--coco-root", str(root), "--weights", str(weights), "--workers", "0",
-            "--device", "cpu", "--batch-size", "4"]
+            "--device", "cpu", "--max-batch", "4"]
     env = {**_env(), "POSEKIT_HOME": str(tmp_path / "cache")}
     single = subprocess.run([PYTHON, *args, "--out", str(tmp_path / "one.json")], capture_output=True, text=True,
                             env=env, timeout=600)

@@ -204,7 +204,7 @@ def test_wrong_architecture_gives_one_error_listing_keys_and_what_it_looks_like(
     message = str(info.value)
     assert str(path) in message and "\n" not in message
     assert "model (pose_resnet_34 with 17 joints)" in message
-    assert "looks like pose_resnet_18 with 17 joints (official keys)" in message
+    assert "looks like pose_resnet_18 with 17 joints (posekit/official keys)" in message
     assert "missing" in message and "layer1.2.conv1.weight" in message and "more)" in message
     assert "unexpected" not in message
 

@@ -12,12 +12,15 @@ import signal
 import sys
 from typing import Sequence
 
-from posekit.cli._common import one_line, signals_unwind
+import posekit
+from posekit.cli._common import one_line
 from posekit.errors import PosekitError
+from posekit.io.files import signals_raise
 
-# name -> its module (add(subparsers), run(args) -> exit code); the order is the order of `posekit --help`.
-_COMMANDS = {name: importlib.import_module(f"posekit.cli.{name}") for name in (
-    "info", "demo", "predict", "weights", "eval", "bench", "track", "export", "train",
+# name -> its module (add(subparsers), run(args) -> exit code; track-eval: track_eval.py); the order is `posekit --help`'s.
+_COMMANDS = {name: importlib.import_module(f"posekit.cli.{name.replace('-', '_')}") for name in (
+    "info", "demo", "predict", "weights", "eval", "bench", "track", "track-eval", "compare", "export", "train",
+    "check-int8",
 )}
 
 
@@ -27,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="posekit",
         description="Top-down human pose estimation with SimpleBaseline (Xiao et al., ECCV 2018).",
     )
+    parser.add_argument("--version", action="version", version=f"posekit {posekit.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in _COMMANDS.values():
         command.add(sub)
@@ -41,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with signals_unwind():
+        with signals_raise():
             return _COMMANDS[args.command].run(args)
     except PosekitError as error:
         # A user-facing problem: one sentence, no traceback, its advice worded for the command line.

@@ -1,13 +1,12 @@
-"""What the subcommands share: common options, the estimator they describe, warnings and signals as one line."""
+"""What the subcommands share: common options, the estimator they describe, warnings as one line."""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 from typing import Callable, Iterator
 
-from posekit.defaults import BACKENDS, DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS, PRECISIONS
+from posekit.defaults import BACKENDS, DEFAULT, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS, PRECISIONS, RANDOM, UNTRAINED_TITLE
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -24,18 +23,41 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help="the channel order the weights were trained on (default: what the checkpoint says)")
 
 
+def add_flip_option(parser: argparse.ArgumentParser, off: str) -> None:
+    """--flip/--no-flip, the flip test (PoseEstimator's ``flip_test``), on by default."""
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"flip test, as in the paper (default: on; {off})")
+
+
+def add_max_batch_option(parser: argparse.ArgumentParser, default: int) -> None:
+    """--max-batch, people per network call (PoseEstimator's ``max_batch``)."""
+    parser.add_argument("--max-batch", type=at_least(1), default=default, metavar="M",
+                        help="people per network call; bounds the memory (default: %(default)s)")
+
+
 def add_weights_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
     parser.add_argument("--weights", default=DEFAULT,
                         help=f"registered weights name, checkpoint file or URL; {DEFAULT}: {DEFAULT_WEIGHTS}, or "
-                             f"{FALLBACK_WEIGHTS} (said on screen) when Google Drive refuses{extra} (default: %(default)s)")
+                             f"{FALLBACK_WEIGHTS} (said on screen) when Google Drive refuses; {RANDOM}: an untrained "
+                             f"network (fixed seed; for trying the pipeline offline){extra} (default: %(default)s)")
 
 
 def build_estimator(args: argparse.Namespace, **options: object):
-    """The PoseEstimator the command's options describe."""
+    """The PoseEstimator the command's options describe; ``options`` add to them or replace them."""
     from posekit.estimator import PoseEstimator
 
-    return PoseEstimator(args.weights, device=args.device, backend=args.backend, precision=args.precision,
-                         channel_order=args.channel_order, **options)
+    options = {"device": args.device, "backend": args.backend, "precision": args.precision,
+               "channel_order": args.channel_order, **options}  # a command may override what its options say
+    return PoseEstimator(args.weights, **options)
+
+
+def warn_if_untrained(estimator, weights: str) -> None:
+    """Print, when the command's network is untrained, that it is and how to get real weights."""
+    if estimator.pretrained:
+        return
+    name = DEFAULT_WEIGHTS if weights == DEFAULT else weights
+    advice = f" (--weights {RANDOM})" if weights == RANDOM else f"; real weights: posekit weights download {name}"
+    print(f"WARNING: {UNTRAINED_TITLE}{advice}")
 
 
 def height_by_width(text: str) -> tuple[int, int]:
@@ -80,26 +102,6 @@ def warnings_as_lines(command: str) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def signals_unwind() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into :class:`Terminated` for the duration of a command (main thread only)."""
-    from posekit.io.files import remove_pending
-
-    def handler(signum: int, frame: object) -> None:
-        remove_pending()  # right away, in case code on the way out swallows the exception
-        raise Terminated(signum)
-
-    previous = {}
-    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            previous[signum] = signal.signal(signum, handler)
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def one_line(message: object) -> str:
     """A message (an exception or a warning) on one line. An error raised in a DataLoader worker arrives
     with the worker's traceback in its message: its last line holds the original message. Control
@@ -111,12 +113,3 @@ def one_line(message: object) -> str:
         text = re.sub(r"^[\w.]+: ", "", text.strip().splitlines()[-1].strip())
     escaped = re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match.group())[1:-1], text)
     return escaped or type(message).__name__
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: unwinds the run like Ctrl-C, so every open output is cleaned up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-

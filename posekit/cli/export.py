@@ -4,14 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from posekit.cli._common import height_by_width
+from posekit.cli._common import height_by_width, warn_if_untrained
+from posekit.defaults import RANDOM
 from posekit.errors import PosekitError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("export", help="the pose network as ONNX (dynamic batch), checked against torch")
     parser.add_argument("--weights", required=True,
-                        help="registered weights name, checkpoint file or URL (its architecture is read from the file)")
+                        help="registered weights name, checkpoint file or URL (its architecture is read from the file), "
+                             f"or {RANDOM} for an untrained network (fixed seed)")
     parser.add_argument("--input", type=height_by_width, metavar="HxW",
                         help="network input, height x width, multiples of 32 (default: the weights')")
     parser.add_argument("--fp16", action="store_true", help="half-precision graph (for GPUs, TensorRT, Jetson)")
@@ -30,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
         raise PosekitError(f"export needs the onnx and onnxruntime packages ({error}): pip install onnx onnxruntime") from None
 
     from posekit.estimator import PoseEstimator
+    from posekit.io.files import check_outputs
     from posekit.models.runtime import export_onnx
 
+    check_outputs({"--out": (args.out, "onnx")}, {"--weights": args.weights})
     estimator = PoseEstimator(args.weights, device="cpu")
     width, height = args.input or estimator.spec.input_size
     if width % 32 or height % 32:
@@ -52,5 +56,6 @@ def run(args: argparse.Namespace) -> int:
         f"(batch, {expected.shape[1]}, {height // 4}, {width // 4}); onnx.checker passed; onnxruntime vs torch on a "
         f"batch of 2: max difference {error:.1e} of the largest heatmap value ({estimator.weights_source})"
     )
+    warn_if_untrained(estimator, args.weights)
     return 0
 

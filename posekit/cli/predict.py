@@ -6,9 +6,11 @@ from pathlib import Path
 
 from posekit.cli._common import (
     add_device_option,
+    add_flip_option,
     add_runtime_options,
     add_weights_option,
     build_estimator,
+    warn_if_untrained,
     warnings_as_lines,
 )
 from posekit.defaults import DEFAULT_DETECTOR
@@ -30,19 +32,19 @@ def add(sub: argparse._SubParsersAction) -> None:
                              "to take each whole image as one person (default: %(default)s)")
     add_device_option(parser)
     add_runtime_options(parser)
-    parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster, slightly less accurate")
+    add_flip_option(parser, "--no-flip: ~2x faster, slightly less accurate")
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from posekit.predict import plan_predict, run_predict
+    from posekit.predict import draw_threshold, plan_predict, run_predict
 
     start = time.perf_counter()  # the summary counts reading the inputs and loading the networks too
     with warnings_as_lines("predict"):
         plan = plan_predict(args.inputs, args.out, args.json, args.boxes, args.weights)
         detector = None if plan.boxes is not None or args.detector == "none" else args.detector
-        estimator = build_estimator(args, detector=detector, flip_test=not args.no_flip)
+        estimator = build_estimator(args, detector=detector, flip_test=args.flip)
         ready = time.perf_counter()
         result = run_predict(plan, estimator)
     end = time.perf_counter()
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         f"posekit predict: {result.images} images, {result.people} people in {end - start:.1f} s ({ready - start:.1f} s "
         f"reading the inputs and loading the networks, then {(end - ready) / result.images:.2f} s per image; "
         f"{estimator.weights_source}, device {estimator.device}){skipped}; annotated images in {args.out}, results in "
-        f"{result.json_path}"
+        f"{result.json_path}; the drawings show the people whose box scores >= {draw_threshold(estimator)}"
     )
+    warn_if_untrained(estimator, args.weights)
     return 0

@@ -4,17 +4,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
 
 from posekit.cli._common import (
     add_device_option,
+    add_flip_option,
     add_runtime_options,
     add_weights_option,
+    build_estimator,
+    warn_if_untrained,
     warnings_as_lines,
 )
-from posekit.defaults import DEFAULT, DEFAULT_DETECTOR, DEFAULT_WEIGHTS, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY
+from posekit.defaults import DEFAULT_DETECTOR, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY
 from posekit.errors import PosekitError
-
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -48,11 +49,17 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-age", type=int, default=0, metavar="N",
                         help="frames a lost track may be matched again before its id is retired (default: 0, the paper)")
     parser.add_argument("--smooth", action="store_true", help="One-Euro filter on each track's joints")
-    parser.add_argument("--no-flip", action="store_true", help="skip the flip test: ~2x faster pose network")
+    add_flip_option(parser, "--no-flip: ~2x faster pose network; off with --realtime")
+    parser.set_defaults(flip=None)  # None: on, or off with --realtime
     parser.add_argument("--max-frames", type=int, metavar="N",
                         help="stop after N frames; Ctrl-C also stops and keeps what was tracked (for webcams)")
+    parser.add_argument("--posetrack-format", choices=("posekit", "official"), default="posekit",
+                        help="--json layout: posekit's (COCO joint names, every joint) or official, read unchanged by "
+                             "PoseTrack's evaluation (its joint names, frames named SEQUENCE/frame, joints under 0.4 "
+                             "absent); official needs a PoseTrack sequence name as INPUT (000342_mpii_test)")
     parser.add_argument("--eval", type=Path, metavar="GT.json",
-                        help="score the tracks against PoseTrack 2018 annotations of this video: MOTA and mAP")
+                        help="score the tracks as --json writes them (joints from 0.4) against PoseTrack annotations "
+                             "of this video: MOTA, MOTP, precision, recall, mAP (as `posekit track-eval`)")
     add_device_option(parser)
     add_runtime_options(parser)
 
@@ -60,62 +67,78 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from posekit.train.distributed import process_rank, world_size
 
-    if (args.detector_every is not None and args.detector_every < 1) or (args.max_frames is not None and args.max_frames < 1):
-        raise PosekitError("--detector-every and --max-frames take a positive number")
-    several = len(args.inputs) > 1
-    if several and args.eval is not None:
+    if len(args.inputs) > 1 and args.eval is not None:
         raise PosekitError("--eval scores one video: give one INPUT with it")
     # torchrun: each process tracks its share of the videos (rank r: videos r, r + N, ...), independently.
-    mine = args.inputs[process_rank()::world_size()]
+    jobs = _outputs(args)[process_rank()::world_size()]
+    _check_arguments(args, jobs)
+    sequences = {}
+    if args.posetrack_format == "official":
+        from posekit.io.posetrack import sequence_folder
+
+        # Before any work: the official file needs the sequence's name.
+        sequences = {name: sequence_folder(name) for name, _, _ in jobs}
     with warnings_as_lines("track"):
         from posekit.io.video import VideoSource
 
-        videos = [VideoSource(name) for name in mine]  # a bad input is reported before any model loads
-        tracker, estimator = _tracker(args)
-        for name, video in zip(mine, videos):
-            out = args.out / f"{_stem(name)}.mp4" if several and args.out is not None else args.out
-            tracks = args.json / f"{_stem(name)}.json" if several and args.json is not None else args.json
-            _track_one(args, name, video, tracker, estimator, out, tracks)
+        videos = [VideoSource(name) for name, _, _ in jobs]  # a bad input is reported before any model loads
+        detect = _FrameBoxes(args.boxes) if args.boxes is not None else None
+        tracker, estimator = _tracker(args, detect)
+    for (name, out, tracks), video in zip(jobs, videos):
+        _track_one(args, name, video, tracker, estimator, detect, out, tracks, sequences.get(name))
     return 0
 
 
-def _tracker(args: argparse.Namespace):
+def _outputs(args: argparse.Namespace) -> list[tuple[str, Path | None, Path | None]]:
+    """(input, its --out video, its --json file) per input: with several inputs, one file each in the folders."""
+    if len(args.inputs) == 1:
+        return [(args.inputs[0], args.out, args.json)]
+    return [(name, args.out and args.out / f"{_stem(name)}.mp4", args.json and args.json / f"{_stem(name)}.json")
+            for name in args.inputs]
+
+
+def _stem(name: str) -> str:
+    """The output name of an input: its file or folder name without extension."""
+    return Path(name.rstrip("/")).stem or "video"
+
+
+def _check_arguments(args: argparse.Namespace, jobs: list) -> None:
+    """Numbers in range and outputs that destroy nothing, before any model loads or frame is read."""
+    from posekit.io.files import check_outputs
+
+    for flag, value, minimum in (("--detector-every", args.detector_every, 1), ("--max-age", args.max_age, 0),
+                                 ("--max-frames", args.max_frames, 1)):
+        if value is not None and value < minimum:
+            raise PosekitError(f"{flag} {value}: expected a whole number >= {minimum}")
+    several = len(jobs) > 1
+    outputs, inputs = {}, {"--boxes": args.boxes, "--eval's ground truth": args.eval}
+    for name, out, tracks in jobs:
+        source, suffix = Path(name), f" for {name}" if several else ""
+        outputs |= {f"--out{suffix}": (out, "mp4"), f"--json{suffix}": (tracks, "json")}
+        inputs[f"the input video {name}" if several else "the input video"] = source if source.is_file() else None
+    check_outputs(outputs, inputs)
+
+
+def _tracker(args: argparse.Namespace, detect: _FrameBoxes | None):
     """The PoseTracker (and its estimator) the options describe, with the offline fallbacks said on screen."""
     from posekit.core.smoothing import OneEuro
-    from posekit.errors import DownloadError
     from posekit.models.detect import PersonDetector
-    from posekit.models.weights import WEIGHTS
-    from posekit.realtime import realtime_estimator, realtime_tracker
+    from posekit.realtime import realtime_precision, realtime_tracker
     from posekit.track import PoseTracker
 
-    detect = _frame_boxes(args.boxes) if args.boxes is not None else None
-    flip_test = not args.no_flip and not args.realtime
-    precision = args.precision if not args.realtime or args.precision != "auto" else None
-
-    def estimator_for(weights, depth: int = 50):
-        if args.realtime and precision is None:
-            return realtime_estimator(weights, detector=None, device=args.device, depth=depth)
-        from posekit.estimator import PoseEstimator
-
-        return PoseEstimator(weights, depth=depth, device=args.device, flip_test=flip_test, backend=args.backend,
-                             precision=precision or args.precision, channel_order=args.channel_order)
-
-    try:
-        estimator = estimator_for(args.weights)
-    except DownloadError as error:
-        if args.weights not in (*WEIGHTS, DEFAULT):
-            raise
-        print(f"posekit track: note: {error.for_cli()}", file=sys.stderr)
-        estimator = estimator_for(None, WEIGHTS[DEFAULT_WEIGHTS if args.weights == DEFAULT else args.weights].depth)
+    flip_test = not args.realtime if args.flip is None else args.flip
+    precision = realtime_precision(args.device) if args.realtime and args.precision == "auto" else args.precision
+    estimator = build_estimator(args, flip_test=flip_test, precision=precision, allow_untrained=True)
+    if estimator.untrained_because is not None:
+        print(f"posekit track: note: {estimator.untrained_because.for_cli()}", file=sys.stderr)
     detector = args.detector or (REALTIME_DETECTOR if args.realtime else DEFAULT_DETECTOR)
     if detect is None and detector != "none":
         # Separately from the pose weights: missing detector weights are an error, not a fallback.
         estimator.detector = PersonDetector(detector, device=estimator.device)
     options = dict(max_age=args.max_age, detect=detect, smoothing=OneEuro() if args.smooth else None)
     if args.realtime:
-        options |= {"propagation": args.propagation or "pose", "similarity": args.similarity or "oks"}
-        if args.propagation == "none":
-            options["propagation"] = None
+        propagation = {None: "pose", "none": None}.get(args.propagation, args.propagation)
+        options |= {"propagation": propagation, "similarity": args.similarity or "oks"}
         tracker = realtime_tracker(estimator, args.detector_every or REALTIME_DETECTOR_EVERY, **options)
         print(f"posekit track: {tracker.preset}", file=sys.stderr)
         return tracker, estimator
@@ -141,17 +164,26 @@ def _default_flow(device, propagation: str | None, similarity: str):
         return "pose" if propagation == "flow" else propagation, "oks" if similarity == "flow-oks" else similarity, None
 
 
-def _track_one(args, name: str, video, tracker, estimator, out: Path | None, tracks: Path | None) -> None:
-    from posekit.demo import UNTRAINED_TITLE
+def _track_one(args, name: str, video, tracker, estimator, detect: _FrameBoxes | None, out: Path | None,
+               tracks: Path | None, sequence: str | None) -> None:
+    from posekit.defaults import UNTRAINED_TITLE
     from posekit.io.files import write_json
-    from posekit.track import to_posetrack, track_video
+    from posekit.track import JOINT_THRESHOLD, to_posetrack, track_video
 
     caption = None if estimator.pretrained else UNTRAINED_TITLE
-    run = track_video(tracker, video, out, caption, 0.3 if estimator.pretrained else float("-inf"), args.max_frames)
+    with warnings_as_lines("track"):
+        run = track_video(tracker, video, out, caption, 0.3 if estimator.pretrained else float("-inf"), args.max_frames)
     if not run.frames:
         raise PosekitError(f"{name}: no frames could be read")
+    if detect is not None:
+        _warn_unmatched_boxes(args.boxes, detect.frames, run.frames)
+    document = to_posetrack(run.frames, run.file_names)
+    if sequence is not None:
+        from posekit.io.posetrack import official_posetrack
+
+        document = official_posetrack(document, sequence, JOINT_THRESHOLD)
     if tracks is not None:
-        write_json(tracks, to_posetrack(run.frames, run.file_names))
+        write_json(tracks, document)
     count = len({int(i) for f in run.frames for i in f.track_ids})
     detected = sum(f.detected for f in run.frames)
     dropped = f", {run.dropped} stale frames dropped" if run.dropped else ""
@@ -160,29 +192,37 @@ def _track_one(args, name: str, video, tracker, estimator, out: Path | None, tra
         f"{run.tracking_fps:.2f} fps tracking, {run.total_fps:.2f} fps end to end{dropped} (detector on {detected} "
         f"frames; {estimator.weights_source}; device {estimator.device})"
     )
-    if not estimator.pretrained:
-        print(f"WARNING: {UNTRAINED_TITLE}; real weights: posekit weights download {args.weights}")
+    warn_if_untrained(estimator, args.weights)
     for label, path in (("video", out), ("tracks", tracks)):
         if path is not None:
             print(f"{label}: {path}")
     if args.eval is not None:
-        from posekit.eval.posetrack import evaluate_tracking, load_posetrack
+        from posekit.eval.posetrack import evaluate_files
 
-        print(evaluate_tracking(load_posetrack(args.eval), run.frames).table())
-
-
-def _stem(name: str) -> str:
-    """The output name of an input: its file or folder name without extension."""
-    return Path(name.rstrip("/")).stem or "video"
+        with warnings_as_lines("track"):  # the document --json writes, as `posekit track-eval` reads the file
+            print(evaluate_files([(args.eval, document)], JOINT_THRESHOLD).table())
 
 
-def _frame_boxes(path: Path) -> Callable:
+class _FrameBoxes:
     """``(rgb, frame index) -> (boxes, scores)`` from a COCO detection-results file keyed by frame index."""
-    import numpy as np
 
-    from posekit.models.detect import load_detections
+    def __init__(self, path: Path) -> None:
+        import numpy as np
 
-    boxes = load_detections(path)
-    none = (np.zeros((0, 4)), np.zeros(0))
-    return lambda rgb, index: boxes.get(index, none)
+        from posekit.models.detect import load_detections
 
+        self.frames = load_detections(path)
+        self._none = (np.zeros((0, 4)), np.zeros(0))
+
+    def __call__(self, rgb, index: int):
+        return self.frames.get(index, self._none)
+
+
+def _warn_unmatched_boxes(path: Path, boxes: dict, frames: list) -> None:
+    """Say so when no image id of a --boxes file is a tracked frame's index: every frame had no boxes."""
+    indices = {frame.index for frame in frames}
+    if boxes and not indices & boxes.keys():
+        ids = sorted(boxes)
+        print(f"posekit track: warning: --boxes {path}: none of its {len(ids)} image ids ({ids[0]} ... {ids[-1]}) "
+              f"is a frame index of this video (0 ... {max(indices)}), so no frame had boxes; expected "
+              "image_id = frame index from 0", file=sys.stderr)

@@ -3,21 +3,25 @@ from __future__ import annotations
 
 import argparse
 
+from posekit.defaults import DEFAULT, DEFAULT_WEIGHTS
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("weights", help="list or download pretrained pose weights")
     actions = parser.add_subparsers(dest="weights_action", metavar="ACTION", required=True)
     actions.add_parser("list", help="the registry with reported COCO AP and cache status")
     download = actions.add_parser("download", help="download weights into the cache")
-    download.add_argument("name", help="a name from `posekit weights list`")
+    download.add_argument("name", help=f"a name from `posekit weights list`, or {DEFAULT} ({DEFAULT_WEIGHTS})")
 
 
 def run(args: argparse.Namespace) -> int:
     from posekit.models import weights
 
     if args.weights_action == "download":
-        path = weights.download_weights(args.name)
-        print(f"{args.name}: {path}")
+        # `default` as --weights takes it, so advice printed with the --weights value works as printed.
+        name = DEFAULT_WEIGHTS if args.name == DEFAULT else args.name
+        path = weights.download_weights(name)
+        print(f"{name}: {path}")
         return 0
     header = ("name", "depth", "input", "channels", "AP", "source", "cached")
     rows = [

@@ -14,9 +14,9 @@ import torch
 
 from posekit.core.coco17 import FLIP_PAIRS
 from posekit.core.crop import transform_preds
+from posekit.defaults import DECODE_METHODS
 from posekit.errors import PosekitError
 
-DECODE_METHODS = ("argmax", "quarter", "dark")
 # DARK (Zhang et al., CVPR 2020) smooths heatmaps with an 11-tap Gaussian; its code leaves the
 # sigma to OpenCV, which derives 0.3 * ((k - 1) / 2 - 1) + 0.8 = 2.0 from the size k.
 DARK_KERNEL_SIZE = 11

@@ -24,12 +24,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from posekit.core import topdown, validate
+from posekit.core.boxes import clean_boxes
 from posekit.core.coco17 import NUM_KEYPOINTS, PERSON_CATEGORY_ID
 from posekit.core.crop import PIXEL_STD
 from posekit.core.oks import per_image_oks_nms, rescore
@@ -75,24 +76,6 @@ def load_keypoint_annotations(ann_file: str | os.PathLike) -> dict:
     dataset.setdefault("categories", [{"id": PERSON_CATEGORY_ID, "name": "person"}])
     validate.check_records(dataset["categories"], {"id": validate.INTEGER}, f"{path}: categories", AnnotationError)
     return dataset
-
-
-def clean_boxes(boxes: np.ndarray, image_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clip COCO boxes to their images the way the official data loader does.
-
-    ``x1 = max(0, x)``, ``x2 = min(width - 1, x1 + max(0, w - 1))`` (same for y); the cleaned
-    box is ``[x1, y1, x2 - x1, y2 - y1]`` and is usable when ``x2 >= x1`` and ``y2 >= y1``.
-
-    Shape:
-        boxes: (N, 4) xywh, image_sizes: (N, 2) (width, height).
-        Returns: cleaned boxes (N, 4) float64, usable (N,) bool.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    sizes = np.asarray(image_sizes, dtype=np.float64)
-    top_left = np.maximum(0.0, boxes[:, :2])
-    bottom_right = np.minimum(sizes - 1, top_left + np.maximum(0.0, boxes[:, 2:] - 1))
-    usable = (bottom_right >= top_left).all(1)
-    return np.concatenate([top_left, bottom_right - top_left], 1), usable
 
 
 @dataclass(frozen=True)
@@ -297,12 +280,26 @@ def _coco_keypoint_stats(ann_file: Path, results: list[dict], image_ids: np.ndar
     return dict(zip(STAT_NAMES, map(float, evaluator.stats))), printed.getvalue()[summary_start:]
 
 
+@runtime_checkable
+class PoseEstimatorLike(Protocol):
+    """What :func:`evaluate` uses of a :class:`~posekit.estimator.PoseEstimator` (an application,
+    a layer above this one): its input spec, its cached forward, its device and its options."""
+
+    spec: InputSpec
+    device: torch.device
+    flip_test: bool
+    decode: str
+    max_batch: int
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor: ...
+
+
 def evaluate(
-    model: Callable[[torch.Tensor], torch.Tensor],
+    model: Callable[[torch.Tensor], torch.Tensor] | PoseEstimatorLike,
     dataset: CocoPersonDataset,
-    flip_test: bool = True,
-    decode: str = "quarter",
-    batch_size: int = 32,
+    flip_test: bool | None = None,
+    decode: str | None = None,
+    batch_size: int | None = None,
     num_workers: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -316,16 +313,19 @@ def evaluate(
     :class:`~posekit.core.spec.InputSpec`: 192x256, BGR, COCO-17).
 
     Args:
-        model: a pose network (``nn.Module``, run through
+        model: a :class:`~posekit.estimator.PoseEstimator` (its cached forward, backend,
+            precision, device and input spec run as built; ``device``, ``backend`` and
+            ``precision`` must then be left out), a pose network (``nn.Module``, run through
             :func:`~posekit.models.runtime.inference_forward` with ``backend`` and ``precision``; moved to
             ``device`` if given), or any callable mapping normalised crops (B, 3, H, W) to
             heatmaps (B, K, H/4, W/4), called as is.
         dataset: the people to evaluate; its annotation file is the ground truth.
         flip_test: also run the mirrored crops, flip the heatmaps back (with the official
-            one-pixel shift) and average.
+            one-pixel shift) and average. Default: the estimator's ``flip_test``, else True.
         decode: ``"quarter"`` (official), ``"dark"`` or ``"argmax"``; see
-            :func:`posekit.core.heatmaps.decode`.
-        batch_size: people per network call (``max_batch`` of the top-down core).
+            :func:`posekit.core.heatmaps.decode`. Default: the estimator's, else ``"quarter"``.
+        batch_size: people per network call (``max_batch`` of the top-down core). Default:
+            the estimator's ``max_batch``, else 32.
         num_workers: DataLoader processes that read and decode the images.
         device: where crops are made and the network runs; default: the model's device (CPU
             for plain callables).
@@ -339,12 +339,24 @@ def evaluate(
 
     from posekit.models.runtime import inference_forward
 
-    batch_size = validate.whole_number(batch_size, "batch_size", "people per network call")
+    estimator = model if isinstance(model, PoseEstimatorLike) else None
+    if estimator is not None:
+        if (device, backend, precision) != (None, "auto", "auto"):
+            raise PosekitError("evaluate(estimator, ...) runs the estimator's device, backend and precision; "
+                               "pass them to PoseEstimator instead")
+        flip_test = estimator.flip_test if flip_test is None else flip_test
+        decode = estimator.decode if decode is None else decode
+        batch_size = estimator.max_batch if batch_size is None else batch_size
+    flip_test = True if flip_test is None else flip_test
+    decode = "quarter" if decode is None else decode
+    batch_size = validate.whole_number(32 if batch_size is None else batch_size, "batch_size", "people per network call")
     num_workers = validate.whole_number(num_workers, "num_workers", "DataLoader worker processes", minimum=0)
     if dataset.num_people == 0:
         raise PosekitError(f"{dataset.ann_file}: no person to evaluate with these boxes; expected at least one")
     spec = getattr(model, "input_spec", None) or InputSpec()
-    if isinstance(model, torch.nn.Module):
+    if estimator is not None:
+        spec, device, model = estimator.spec, estimator.device, estimator.forward
+    elif isinstance(model, torch.nn.Module):
         if device is not None:
             model.to(device)
         device = next(model.parameters()).device

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import secrets
+import signal
 import stat
+import threading
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from posekit.errors import OutputError, PosekitError
 
@@ -82,7 +85,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
     The data goes to a hidden ``.NAME.<random>.part`` file in the same folder (the same file
     system, so the rename is atomic): readers see the old file or the complete new one, never a
-    mix. The data is flushed and fsync'ed before the rename, so a full disk is noticed here. If
+    mix. Every write is checked (the file gives writers no descriptor to bypass it, see :class:`_WritesChecked`),
+    and the data is flushed and fsync'ed before the rename, so a full disk is noticed here. If
     the ``with`` block raises, the temporary file is deleted and ``path`` is untouched; SIGTERM is
     covered by :func:`remove_pending`. Missing parent folders are created. A new file gets the
     permissions ``open(path, "w")`` would give it (0666 less the umask); a replaced file keeps its own.
@@ -136,10 +140,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies
             if info is not None:
                 os.fchmod(descriptor, stat.S_IMODE(info.st_mode))
-            with open(descriptor, mode, encoding=encoding) as file:
+            binary = io.BufferedWriter(_WritesChecked(descriptor, "w"))
+            with binary if mode == "wb" else io.TextIOWrapper(binary, encoding=encoding) as file:
                 yield file
                 file.flush()
-                os.fsync(file.fileno())
+                os.fsync(descriptor)
             os.replace(temporary, target)
         except PosekitError:
             raise
@@ -150,6 +155,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
     finally:
         _PENDING.discard(temporary)
+
+
+class _WritesChecked(io.FileIO):
+    """A file that keeps its descriptor to itself, so that every byte goes through Python's io, which writes
+    all of them or raises (ENOSPC on a full disk).
+
+    Writers handed the descriptor may not check for a short write: Pillow's encoders call write(2) once per
+    buffer and carry on when a nearly full disk took only part of it, which left a truncated JPEG under its
+    final name. Without ``fileno()`` Pillow (and any such writer) falls back to ``file.write``.
+    """
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("atomic_write's files take writes through write() only")
 
 
 def check_writable(path: str | os.PathLike) -> os.stat_result | None:
@@ -175,6 +193,61 @@ def check_writable(path: str | os.PathLike) -> os.stat_result | None:
     return info
 
 
+# What an existing file must look like for an output of each kind to replace it: posekit replaces
+# an earlier output of the same kind, never a file of another kind (a user's .json named as the video).
+_KIND_SIGNATURES = {
+    "mp4": ("an mp4 video", lambda head: head[4:8] == b"ftyp"),  # ISO base media: a box whose type is ftyp
+    "json": ("a JSON file", lambda head: head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")),
+    "onnx": ("an ONNX model", lambda head: head[:1] == b"\x08"),  # protobuf field 1 (ir_version), a varint
+}
+
+
+def check_outputs(
+    outputs: dict[str, tuple[str | os.PathLike | None, str]], inputs: dict[str, str | os.PathLike | None]
+) -> None:
+    """Refuse, before a run starts, outputs that would destroy something: the one rule of every
+    command that writes named files.
+
+    An output is refused when it is one of the run's inputs, under any spelling (``./a.mp4``, an
+    absolute path, a symlink or hard link to it); when two outputs are one file (one would silently
+    replace the other); when it is something :func:`atomic_write` refuses (a folder ...); and when it
+    is an existing non-empty regular file of another kind than the output (a user's ``.json`` given
+    as the video). Devices and FIFOs (``/dev/null``) pass: they are written through.
+
+    Args:
+        outputs: label (``"--out"``) -> (path or None for not asked, kind: ``"mp4"``, ``"json"`` or ``"onnx"``).
+        inputs: label (``"the input video"``, ``"--boxes"``) -> path or None; paths that do not
+            exist (a URL, a registered weights name) are not files and cannot be replaced.
+
+    Raises:
+        OutputError: the message names the output, what it would replace and what is expected.
+    """
+    named = {file_key(path): (label, path) for label, path in inputs.items() if path is not None and file_key(path)}
+    seen: dict[object, tuple[str, str | os.PathLike]] = {}
+    for label, (path, kind) in outputs.items():
+        if path is None:
+            continue
+        key = file_key(path)
+        if key in named:
+            other, other_path = named[key]
+            raise OutputError(f"{label} {path} is {other} ({other_path}); posekit never replaces an input: "
+                              "expected a new file name")
+        same = key or os.path.realpath(path)  # not there yet: two spellings of one new name meet here
+        if same in seen:
+            other, other_path = seen[same]
+            raise OutputError(f"{label} {path} and {other} {other_path} are one file, so one output would replace "
+                              "the other; expected two file names")
+        seen[same] = label, path
+        info = check_writable(path)
+        if info is not None and stat.S_ISREG(info.st_mode) and info.st_size:
+            what, looks_right = _KIND_SIGNATURES[kind]
+            with open(path, "rb") as file:
+                head = file.read(64)
+            if not looks_right(head):
+                raise OutputError(f"{label} {path} is an existing file that is not {what}; posekit replaces only "
+                                  f"an earlier output of its kind: expected a new name or {what}")
+
+
 def remove_pending() -> None:
     """Delete the temporary files of the :func:`atomic_write` blocks in progress.
 
@@ -184,6 +257,36 @@ def remove_pending() -> None:
     for temporary in list(_PENDING):
         with contextlib.suppress(OSError):
             temporary.unlink()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds the run like Ctrl-C, so every open output is cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_raise(error: Callable[[int], BaseException] = Terminated) -> Iterator[None]:
+    """While active, SIGTERM and SIGHUP raise ``error(signum)`` in the main thread, so cleanup blocks
+    run (their default action ends the process on the spot and would leave temporary files behind).
+    Outside the main thread, where signals cannot be caught, it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        remove_pending()  # right away, in case code on the way out swallows the exception
+        raise error(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from urllib.request import Request, build_opener
 from posekit.errors import ChecksumError, DownloadError, Hint
 
 CHUNK_BYTES = 1 << 20
+# Seconds any network read (connecting, through a proxy too, and between bytes) may wait: a silent peer ends the download.
 TIMEOUT_SECONDS = 30
 GDRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"
 GDRIVE_FILE_URL = "https://drive.google.com/uc?id={}"
@@ -53,11 +54,39 @@ def _sha256_matches(path: Path, expected: str) -> bool:
     return sha256_file(path).startswith(expected.lower())
 
 
+# What a network failure was, in a few words: (what the message of any error in its chain says, summary).
+_REASONS = (
+    (("name or service not known", "temporary failure in name resolution", "nameresolutionerror",
+      "nodename nor servname", "getaddrinfo failed", "failed to resolve"), "name resolution failed"),
+    (("connection refused",), "connection refused"),
+    (("timed out", "timeout"), "timed out"),
+    (("network is unreachable", "no route to host"), "network unreachable"),
+    (("connection reset", "connection aborted", "remotedisconnected", "connection broken"), "connection lost"),
+    (("proxyerror", "tunnel connection failed"), "the proxy refused"),
+    (("certificate", "ssl"), "TLS handshake failed"),
+)
+
+
 def _short_reason(error: BaseException) -> str:
-    # Network libraries nest causes into very long messages; the first words say enough.
-    text = str(getattr(error, "reason", None) or error).strip()
+    """The cause of a network failure in a few words ("connection refused", "name resolution failed",
+    "timed out"): urllib3 and requests nest the cause into messages of ~900 characters."""
+    texts, seen = [], set()
+    pending = [error]
+    while pending:  # the error, its causes and the reasons/args it wraps
+        item = pending.pop()
+        if id(item) in seen or item is None:
+            continue
+        seen.add(id(item))
+        texts.append(f"{type(item).__name__} {item}".lower())
+        if isinstance(item, BaseException):
+            pending += [item.__cause__, item.__context__, getattr(item, "reason", None),
+                        *(arg for arg in item.args if isinstance(arg, BaseException))]
+    for needles, summary in _REASONS:
+        if any(needle in text for text in texts for needle in needles):
+            return summary
+    text = str(error).strip()
     reason = text.splitlines()[0] if text else type(error).__name__
-    return reason if len(reason) <= 100 else reason[:97] + "..."
+    return reason if len(reason) <= 80 else reason[:77] + "..."
 
 
 def _what_to_do(source: str, dest: Path, hint: str | None) -> str:
@@ -220,7 +249,7 @@ def _gdrive_folder_file_id(folder_id: str, path_in_folder: str, dest: Path, hint
     """Look up the file id of ``path_in_folder`` (e.g. "pose_coco/x.pth.tar") in a shared folder."""
     import gdown
 
-    listing = gdown.download_folder(id=folder_id, skip_download=True, quiet=True)
+    listing = gdown.download_folder(id=folder_id, skip_download=True, quiet=True, timeout=TIMEOUT_SECONDS)
     for entry in listing:
         if Path(entry.path).as_posix().endswith(path_in_folder):
             return entry.id
@@ -276,7 +305,7 @@ def download_gdrive(
 
         try:
             resolved_id = file_id or _gdrive_folder_file_id(folder_id, path_in_folder, dest, hint)
-            gdown.download(id=resolved_id, output=str(part), quiet=not progress, resume=True)
+            gdown.download(id=resolved_id, output=str(part), quiet=not progress, resume=True, timeout=TIMEOUT_SECONDS)
         except DownloadError:
             raise
         except (OSError, gdown.exceptions.DownloadError) as error:

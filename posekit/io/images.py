@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Iterable, Union
@@ -18,13 +19,10 @@ from typing import Iterable, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from posekit.errors import ArgumentError, BoxError, ImageReadError
+from posekit.errors import ArgumentError, ImageReadError
 from posekit.io.files import file_key
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-# Boxes with a side shorter than this inside the image (pixels) cannot be cropped: no area.
-MIN_BOX_SIDE = 1e-3
 
 _EXPECTED = "expected an image file (JPEG, PNG, BMP, TIFF, WebP, ...)"
 _ACCEPTED = "expected a file path (str or pathlib.Path), a PIL image, or a numpy array (H, W, 3) uint8"
@@ -164,12 +162,24 @@ def _readable_suffixes() -> frozenset[str]:
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
+def natural_order(path: str | os.PathLike) -> tuple:
+    """Sort key putting numbers in names in numeric order: ``frame2.jpg`` before ``frame10.jpg``.
+
+    Digit runs compare as numbers, the rest as text; ties (``01`` and ``1``) fall back to the full text.
+    """
+    text = str(path)
+    parts = re.split(r"(\d+)", text)
+    return tuple((0, int(part), "") if index % 2 else (1, 0, part) for index, part in enumerate(parts)), text
+
+
 def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files, folders and glob patterns into a list of image paths.
 
     A file is kept whatever its name (:func:`load_image` says if it is not an image); a folder
-    gives its image files (not its subfolders), sorted, and a warning names the other files it
-    skipped; a glob gives its matches, sorted. Order follows ``inputs``. A file reached twice,
+    gives its image files (not its subfolders and not its hidden files, such as the ``._NAME``
+    files macOS leaves on shared drives), and a warning names the other files it skipped; a glob
+    gives its matches. Names sort naturally: numbers by value (``2.jpg`` before ``10.jpg``), so
+    video frames named without leading zeros stay in order. Order follows ``inputs``. A file reached twice,
     under any spelling (``a.jpg``, ``./a.jpg``, its absolute path, a symlink or hard link to
     it), is kept once, under its first spelling. An input that exists neither as a path nor as
     a glob match, is empty, is not a regular file (a FIFO, a device) or is a folder that cannot
@@ -191,19 +201,22 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             warnings.warn("an empty input (an unset variable?); skipped", stacklevel=2)
         elif path.is_dir():
             try:
-                files = sorted(p for p in path.iterdir() if p.is_file())
+                files = sorted((p for p in path.iterdir() if p.is_file()), key=natural_order)
             except OSError as error:
                 warnings.warn(f"{path}: folder cannot be read ({error.strerror or error}); skipped", stacklevel=2)
                 continue
-            skipped = [p.name for p in files if p.suffix.lower() not in suffixes]
+            wanted = [p.suffix.lower() in suffixes and not p.name.startswith(".") for p in files]
+            images = [p for p, keep in zip(files, wanted) if keep]
+            skipped = [p.name for p, keep in zip(files, wanted) if not keep]
             if skipped:
-                warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are not images: {', '.join(skipped)}", stacklevel=2)
-            add(p for p in files if p.suffix.lower() in suffixes)
+                warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are hidden or not images: "
+                              f"{', '.join(skipped)}", stacklevel=2)
+            add(images)
         elif path.is_file():
             add([path])
         elif path.exists():
             warnings.warn(f"{item}: not a regular file (a FIFO, device or socket); {_EXPECTED}; skipped", stacklevel=2)
-        elif any(char in item for char in "*?[") and (matches := sorted(glob.glob(item))):
+        elif any(char in item for char in "*?[") and (matches := sorted(glob.glob(item), key=natural_order)):
             add(Path(m) for m in matches if Path(m).is_file())
         else:
             warnings.warn(f"{item}: no such file, folder or glob match; skipped", stacklevel=2)
@@ -211,52 +224,3 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         shown = ", ".join(map(str, inputs)) or "(no inputs)"
         raise ImageReadError(f"no images found in {shown}; expected image files, folders of images or glob patterns")
     return list(found.values())
-
-
-def sanitize_boxes(boxes_xywh: np.ndarray, image_wh: tuple[int, int], image_name: str = "image") -> tuple[np.ndarray, np.ndarray]:
-    """Clip person boxes to the image and drop those no crop can be made from.
-
-    A box is dropped when a coordinate is NaN or infinite, its width or height inside the image
-    is below :data:`MIN_BOX_SIDE` (1/1000 px: subnormal sizes included), or it lies entirely
-    outside the image; one warning names ``image_name`` and every dropped
-    box. Kept boxes are clipped to [0, W] x [0, H].
-
-    Args:
-        boxes_xywh: COCO boxes x, y, w, h in pixels. Shape: (N, 4); an empty array is fine.
-        image_wh: (width, height) of the image.
-        image_name: how the warning refers to the image (its file name, usually).
-
-    Returns:
-        (boxes, keep): the kept, clipped boxes, shape (M, 4) float32, and the mask of kept input
-        rows, shape (N,) bool, to filter anything that goes with the boxes (scores).
-
-    Raises:
-        BoxError: ``boxes_xywh`` is not (N, 4) numeric.
-    """
-    try:
-        boxes = np.asarray(boxes_xywh, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BoxError(f"{image_name}: person boxes must be numbers, shape (N, 4) as x, y, w, h") from None
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise BoxError(f"{image_name}: person boxes have shape {boxes.shape}; expected (N, 4) as x, y, w, h")
-    width, height = image_wh
-    x0, y0 = boxes[:, 0], boxes[:, 1]
-    with np.errstate(invalid="ignore", over="ignore"):
-        x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
-        clipped_x0, clipped_y0 = np.clip(x0, 0, width), np.clip(y0, 0, height)
-        clipped = np.stack(
-            [clipped_x0, clipped_y0, np.clip(x1, 0, width) - clipped_x0, np.clip(y1, 0, height) - clipped_y0], axis=1
-        ).astype(np.float32)
-        # Judged on the clipped float32 box the crop is made from: a box outside the image, of negative size,
-        # or with a subnormal or 1e-300 px side has (next to) nothing there.
-        keep = np.isfinite(boxes).all(axis=1) & (clipped[:, 2:] >= MIN_BOX_SIDE).all(axis=1)
-    if not keep.all():
-        bad = "; ".join(f"#{i} {np.array2string(boxes[i], precision=1, separator=', ')}" for i in np.flatnonzero(~keep))
-        warnings.warn(
-            f"{image_name} ({width}x{height}): skipped {int((~keep).sum())} person box(es) that are not finite, "
-            f"have no area (a side under {MIN_BOX_SIDE} px inside the image) or lie outside the image: {bad}",
-            stacklevel=2,
-        )
-    return clipped[keep], keep

@@ -17,14 +17,13 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum, detection
 
+from posekit.core.coco17 import PERSON_CATEGORY_ID
 from posekit.core.device import resolve_device
-from posekit.defaults import DEFAULT_DETECTOR
+from posekit.defaults import BOX_SCORE_THRESHOLD, DEFAULT_DETECTOR
 from posekit.errors import CheckpointError, DetectionsFormatError, Hint
 from posekit.io import hub
 from posekit.io.files import read_json
 
-# COCO category id of "person", in both the detection results files and torchvision's labels.
-PERSON = 1
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def detector_checkpoint_path(name: str, progress: bool = True) -> Path:
     sha256_prefix = Path(filename).stem.rsplit("-", 1)[-1]
     destination = hub.cache_dir() / "checkpoints" / filename
     hint = Hint(python="pass the person boxes yourself, as estimator(images, boxes)",
-                cli="give person boxes with --boxes FILE")
+                cli="give person boxes with --boxes FILE, or pass --detector none to take the whole image as one person")
     return hub.download_url(url, destination, sha256=sha256_prefix, progress=progress, hint=hint)
 
 
@@ -104,7 +103,7 @@ class PersonDetector:
     def __init__(
         self,
         model: str = DEFAULT_DETECTOR,
-        score_threshold: float = 0.5,
+        score_threshold: float = BOX_SCORE_THRESHOLD,
         device: str | torch.device = "auto",
         checkpoint: str | os.PathLike | None = None,
     ) -> None:
@@ -140,7 +139,8 @@ class PersonDetector:
         return [self._people(output) for output in self.model(tensors)]
 
     def _people(self, output: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        keep = (output["labels"] == PERSON) & (output["scores"] >= self.score_threshold)
+        # torchvision's COCO labels number person 1, as the COCO files do.
+        keep = (output["labels"] == PERSON_CATEGORY_ID) & (output["scores"] >= self.score_threshold)
         boxes = output["boxes"][keep].cpu().numpy()
         boxes[:, 2:] -= boxes[:, :2]
         return boxes.astype(np.float32), output["scores"][keep].cpu().numpy().astype(np.float32)
@@ -207,7 +207,7 @@ def _group_detections(entries: object, name: str) -> Detections:
         problem = _entry_problem(entry)
         if problem:
             raise DetectionsFormatError(f"{name}: entry #{index} {_short(entry)}: {problem}; expected {_SCHEMA}")
-        if entry.get("category_id", PERSON) == PERSON:
+        if entry.get("category_id", PERSON_CATEGORY_ID) == PERSON_CATEGORY_ID:
             image_ids.append(_integer(entry["image_id"]))
             boxes.append(entry["bbox"])
             scores.append(entry.get("score", 1.0))

@@ -3,10 +3,12 @@
 Every forward built here keeps the network's contract, ``(N, 3, H, W) float32 -> (N, K, H/4, W/4)``
 float32, so the top-down core (:mod:`posekit.core.topdown`) does not care which one runs. The ONNX
 export happens once per weights and input size: kept in memory for this process and on disk in
-posekit's cache (``<cache>/onnx/<key>.onnx``) for the next ones.
+posekit's cache (``<cache>/onnx/<key>.onnx``) for the next ones. The cache is bounded: beyond
+``$POSEKIT_ONNX_CACHE_MB`` (default 2048) the exports used longest ago are deleted.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -163,15 +165,74 @@ def cached_onnx_forward(model: nn.Module, input_size: tuple[int, int] = DEFAULT_
         path = hub.cache_dir() / "onnx" / f"{key}.onnx"
         forward = _open_session(path) if path.is_file() else None
         if forward is None:
+            limit = onnx_cache_limit()  # a bad setting fails before the export, not after
             data = _onnx_bytes(model, input_size, ONNX_OPSET)
             try:
                 with atomic_write(path) as file:
                     file.write(data)
+                prune_onnx_cache(path.parent, limit, keep=path)
             except (OSError, PosekitError):  # atomic_write reports an unwritable folder as PosekitError
                 pass  # a read-only cache: this process still has the export in memory
             forward = OnnxRuntimeForward(data)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # used now: pruning removes the exports used longest ago first
         _SESSIONS[session_key] = forward
     return _SESSIONS[session_key]
+
+
+# The ONNX cache's size limit in MB, unless POSEKIT_ONNX_CACHE_MB says otherwise: a dozen ResNet-50 exports.
+ONNX_CACHE_MB = 2048
+
+
+def onnx_cache_limit() -> int:
+    """The ONNX cache's size limit in bytes: ``$POSEKIT_ONNX_CACHE_MB`` MB, else :data:`ONNX_CACHE_MB`.
+
+    Raises:
+        PosekitError: the variable is not a whole number of MB, 0 or more.
+    """
+    text = os.environ.get("POSEKIT_ONNX_CACHE_MB", str(ONNX_CACHE_MB))
+    if not text.strip().isdigit():
+        raise PosekitError(f"POSEKIT_ONNX_CACHE_MB={text!r}: expected a whole number of MB, 0 or more "
+                           f"(default {ONNX_CACHE_MB})")
+    return int(text) * 2**20
+
+
+def onnx_cache_usage(folder: Path | None = None) -> tuple[int, int]:
+    """Bytes and number of the ONNX exports in ``folder`` (default ``<cache>/onnx``)."""
+    sizes = [size for _, size, _ in _exports(folder or hub.cache_dir() / "onnx")]
+    return sum(sizes), len(sizes)
+
+
+def prune_onnx_cache(folder: Path, limit: int, keep: Path) -> list[Path]:
+    """Delete the exports in ``folder`` used longest ago (oldest modification time: a use touches it) until
+    the rest fit in ``limit`` bytes; ``keep``, the export just written, always stays. Returns the deleted.
+
+    Untrained networks get new random weights, hence a new export, each run: without this the cache
+    grows by an export (~136 MB for ResNet-50 at 256x192) per run.
+    """
+    exports = sorted(_exports(folder), key=lambda item: item[2])
+    total, deleted = sum(size for _, size, _ in exports), []
+    for path, size, _ in exports:
+        if total <= limit:
+            break
+        if path == keep:
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another process pruned it already
+            path.unlink()
+        total -= size
+        deleted.append(path)
+    return deleted
+
+
+def _exports(folder: Path) -> list[tuple[Path, int, float]]:
+    """(path, bytes, modification time) of each ``*.onnx`` in ``folder``; none when it does not exist."""
+    found = []
+    for path in folder.glob("*.onnx"):
+        with contextlib.suppress(FileNotFoundError):
+            info = path.stat()
+            found.append((path, info.st_size, info.st_mtime))
+    return found
 
 
 def _open_session(path: Path) -> OnnxRuntimeForward | None:

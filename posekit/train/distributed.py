@@ -100,8 +100,10 @@ def shard_images(dataset, rank: int, world: int):
     return shard
 
 
-def evaluate(model: nn.Module, dataset, progress: bool = True, **options):
+def evaluate(model, dataset, progress: bool = True, **options):
     """:func:`posekit.eval.coco.evaluate` with the images sharded over the torchrun processes.
+
+    ``model`` is what ``coco.evaluate`` takes: a PoseEstimator, a pose network or a callable.
 
     Each process evaluates its :func:`shard_images`; rank 0 gathers the kept people and runs
     COCOeval on all images, which gives the AP one process gets. ``options`` go to

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from posekit.core.coco17 import KEYPOINT_NAMES
+from posekit.core.coco17 import KEYPOINT_NAMES, PERSON_CATEGORY_ID
 from posekit.core.keypoints import COCO17, KeypointSet
 from posekit.errors import PosekitError
 from posekit.io.files import atomic_write, write_json
@@ -62,6 +62,23 @@ def body_joints(rng: np.random.Generator, count: int) -> np.ndarray:
     Shape: -> (count, 17, 2) float64.
     """
     tilt = rng.normal(0, 0.1, count)  # torso lean, radians
+    limbs = np.zeros((count, 2, 4))
+    for side in range(2):  # the draws of one side together, in the order the bodies always used
+        limbs[:, side, 0] = rng.uniform(-0.3, 2.4, count)
+        limbs[:, side, 1] = limbs[:, side, 0] + rng.uniform(-0.3, 2.0, count)
+        limbs[:, side, 2] = rng.uniform(-0.2, 0.6, count)
+        limbs[:, side, 3] = limbs[:, side, 2] - rng.uniform(-0.1, 1.0, count)
+    return posed_bodies(tilt, *np.moveaxis(limbs, 2, 0))
+
+
+def posed_bodies(tilt: np.ndarray, arm: np.ndarray, forearm: np.ndarray, thigh: np.ndarray, shin: np.ndarray) -> np.ndarray:
+    """COCO-17 joints of bodies 1 unit tall in given postures, as :func:`body_joints` (feet near y = 1).
+
+    Every angle is in radians: ``tilt`` the torso lean, the others each limb segment's angle from
+    hanging straight down, positive away from the body's midline (left side first).
+    Shape: tilt (N,); arm, forearm, thigh, shin (N, 2) left, right -> (N, 17, 2) float64.
+    """
+    count = len(tilt)
     hips = np.zeros((count, 2)) + [0.0, 0.53]
     up = np.stack([np.sin(tilt), -np.cos(tilt)], 1)  # hips -> neck
     across = np.stack([np.cos(tilt), np.sin(tilt)], 1)  # toward the person's left
@@ -71,18 +88,13 @@ def body_joints(rng: np.random.Generator, count: int) -> np.ndarray:
     joints[:, 0] = head
     for index, (dx, dy) in zip(range(1, 5), ((0.03, -0.02), (-0.03, -0.02), (0.06, -0.01), (-0.06, -0.01))):
         joints[:, index] = head + dx * across - dy * up
-    # Arms and legs hang at angles from straight down, positive away from the body's midline.
     for side, sign in ((0, 1.0), (1, -1.0)):
         shoulder = neck + sign * SHOULDER_HALF_WIDTH * across
         hip = hips + sign * HIP_HALF_WIDTH * across
-        arm = rng.uniform(-0.3, 2.4, count)
-        elbow_bend = arm + rng.uniform(-0.3, 2.0, count)
-        leg = rng.uniform(-0.2, 0.6, count)
-        knee_bend = leg - rng.uniform(-0.1, 1.0, count)
-        elbow = shoulder + UPPER_ARM * _direction(arm, sign, tilt)
-        wrist = elbow + FOREARM * _direction(elbow_bend, sign, tilt)
-        knee = hip + THIGH * _direction(leg, sign, tilt * 0.3)
-        ankle = knee + SHIN * _direction(knee_bend, sign, tilt * 0.3)
+        elbow = shoulder + UPPER_ARM * _direction(arm[:, side], sign, tilt)
+        wrist = elbow + FOREARM * _direction(forearm[:, side], sign, tilt)
+        knee = hip + THIGH * _direction(thigh[:, side], sign, tilt * 0.3)
+        ankle = knee + SHIN * _direction(shin[:, side], sign, tilt * 0.3)
         for name, point in (("shoulder", shoulder), ("elbow", elbow), ("wrist", wrist),
                             ("hip", hip), ("knee", knee), ("ankle", ankle)):
             joints[:, KEYPOINT_NAMES.index(f"{'left' if side == 0 else 'right'}_{name}")] = point
@@ -217,7 +229,7 @@ def make_synthetic_coco(
             {
                 "id": len(annotations) + person + 1,
                 "image_id": image_id,
-                "category_id": 1,
+                "category_id": PERSON_CATEGORY_ID,
                 "iscrowd": 0,
                 "bbox": [round(float(v), 2) for v in box],
                 "area": round(float(box[2] * box[3]), 2),

@@ -43,7 +43,7 @@ from posekit.core.heatmaps import decode, encode, flip_back
 from posekit.core.keypoints import COCO17, KeypointSet
 from posekit.core.spec import InputSpec, preprocess_crops
 from posekit.errors import AnnotationError, CheckpointError, DownloadError, PosekitError
-from posekit.eval.coco import clean_boxes
+from posekit.core.boxes import clean_boxes
 from posekit.io.files import atomic_write, read_json
 from posekit.io.images import load_image
 from posekit.models.pose_resnet import pose_resnet
