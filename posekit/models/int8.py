@@ -42,6 +42,8 @@ from posekit.models.runtime import (
 )
 
 CALIBRATION_BATCH = 8
+# Part of the cache key: a model built by an earlier recipe is built again, not reused.
+RECIPE = "subpixel head, shared initializers unshared, QDQ per-channel s8 weights, u8 activations, minmax"
 
 # (key, torch threads) -> session, as for the fp32 exports.
 _SESSIONS: dict[tuple[str, int], OnnxRuntimeForward] = {}
@@ -111,7 +113,7 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, input_size: tuple
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch.contiguous().numpy()}
 
-    fp32 = _onnx_bytes(subpixel_network(model), input_size, ONNX_OPSET)
+    fp32 = _without_shared_initializers(_onnx_bytes(subpixel_network(model), input_size, ONNX_OPSET))
     with tempfile.TemporaryDirectory(prefix="posekit-int8-") as folder:
         source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         source.write_bytes(fp32)
@@ -120,6 +122,29 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, input_size: tuple
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         )
         return target.read_bytes()
+
+
+def _without_shared_initializers(onnx_model: bytes) -> bytes:
+    """The ONNX model with each ``Identity`` of an initializer replaced by a copy of that initializer.
+
+    The exporter stores equal tensors once and feeds the other users through ``Identity`` nodes
+    (the folded biases of BatchNorms that were never trained are all zero). ONNX Runtime's
+    quantizer quantizes a convolution only when its bias is an initializer, so without this pass
+    such convolutions would stay in float.
+    """
+    import onnx
+
+    document = onnx.load_from_string(onnx_model)
+    graph = document.graph
+    tensors = {tensor.name: tensor for tensor in graph.initializer}
+    shared = [node for node in graph.node if node.op_type == "Identity" and node.input[0] in tensors]
+    for node in shared:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensors[node.input[0]])
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+        graph.node.remove(node)
+    return document.SerializeToString()
 
 
 def cached_int8_forward(
@@ -140,6 +165,7 @@ def cached_int8_forward(
     crops = calibration_crops(spec, calibration_images)
     digest = hashlib.sha256(export_key(model, input_size).encode())
     digest.update(crops.numpy().tobytes())
+    digest.update(RECIPE.encode())
     key = digest.hexdigest()[:24]
     session_key = (key, torch.get_num_threads())
     if session_key not in _SESSIONS:
