@@ -417,3 +417,29 @@ def test_torchrun_shards_videos_over_ranks_with_the_one_process_json(tmp_path):
         one, two = (json.loads((tmp_path / run / name).read_text()) for run in ("one", "two"))
         assert one == two and len(one["annotations"]) == 17  # the bundled boxes: 3 + 3 + 3 + 4 + 4 people
     assert multi.stdout.count("posekit track: 5 frames") == 2  # each rank tracked one video
+
+
+def test_track_realtime_on_the_command_line_says_its_preset_once_and_options_override_it(tmp_path, monkeypatch, capsys):
+    """Offline, with the clip's boxes: the preset line once, no flip test, pose propagation; --precision
+    fp32 overrides the preset's int8 (which other tests build) and --detector-every its K."""
+    from posekit.cli import main
+    from posekit.data import VIDEO_SAMPLE_BOXES, VIDEO_SAMPLE_CLIP
+
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "cache"))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    torch.manual_seed(0)
+    weights = tmp_path / "random_res18.pth"
+    torch.save(pose_resnet(18).state_dict(), weights)
+    tracks = tmp_path / "tracks.json"
+    code = main(["track", str(VIDEO_SAMPLE_CLIP), "--realtime", "--boxes", str(VIDEO_SAMPLE_BOXES), "--weights",
+                 str(weights), "--device", "cpu", "--precision", "fp32", "--detector-every", "3", "--json", str(tracks)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    presets = [line for line in printed.err.splitlines() if "realtime preset" in line]
+    assert len(presets) == 1
+    assert "detector the given boxes" in presets[0] and "at least every 3 frames" in presets[0]
+    assert "pose propagation" in presets[0] and "OKS matching" in presets[0]
+    assert "fp32 pose network" in presets[0] and "no flip test" in presets[0]
+    assert "RAFT" not in printed.err  # the preset needs no flow, so no download is tried
+    assert "posekit track: 5 frames" in printed.out and len(json.loads(tracks.read_text())["images"]) == 5
