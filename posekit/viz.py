@@ -3,15 +3,19 @@
 The figures are matplotlib: every function returns its figure or axes and never calls
 ``plt.show()``, so the same code draws inline in a notebook, into a widget, or into a file on a
 headless machine. :func:`draw_tracks` draws into a video frame itself and returns the image array.
-Both take their colours from one table, the body side of each joint
-(:func:`posekit.core.coco17.joint_side`): left, right, centre.
+
+What a skeleton shows is decided once, by :func:`skeleton_parts`: which joints and limbs are
+visible, their colours (one table, the body side of each joint: left, right, centre) and their
+opacity. Two renderers draw those parts: :func:`draw_skeleton` as matplotlib artists (vector, so a
+figure stays sharp when zoomed or saved as a PDF) and :func:`draw_tracks` as pixels of the frame
+(what a video encoder needs, at the cost of one numpy pass per frame).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -92,6 +96,41 @@ def _box_outlines(boxes_xywh: np.ndarray) -> np.ndarray:
     return np.stack([np.stack([x0, x1, x1, x0, x0], -1), np.stack([y0, y0, y1, y1, y0], -1)], -1)
 
 
+def _visible_joints(keypoints: np.ndarray, score_threshold: float) -> np.ndarray:
+    """Joints a drawing shows: scored at or over the threshold (NaN compares False) at a finite
+    position. Shape: (N, K, 3) -> (N, K) bool."""
+    return (keypoints[..., 2] >= score_threshold) & np.isfinite(keypoints[..., :2]).all(-1)
+
+
+class SkeletonParts(NamedTuple):
+    """What a skeleton drawing shows, for N people of K joints and a skeleton of L limbs."""
+
+    visible: np.ndarray  # (N, K) bool: score at or over the threshold and a finite position
+    joint_rgb: np.ndarray  # (K, 3) float in [0, 1]: the body side of each joint
+    alpha: np.ndarray  # (N, K) opacity, clip(score, MIN_ALPHA, 1)
+    limbs: np.ndarray  # (L, 2) joint indices
+    limb_visible: np.ndarray  # (N, L) bool: both joints visible
+    limb_rgb: np.ndarray  # (L, 3): the side of its joints, "center" across the body
+    limb_alpha: np.ndarray  # (N, L): the weaker joint's opacity
+
+
+def skeleton_parts(
+    keypoints: np.ndarray, score_threshold: float = 0.3, keypoint_set: KeypointSet | None = None
+) -> SkeletonParts:
+    """Which joints and limbs of each person a drawing shows, in which colour and opacity.
+
+    Shape: keypoints (N, K, 3) x, y, score; K = 17 (COCO) or ``keypoint_set.num_keypoints``.
+    A joint scoring under ``score_threshold`` (or NaN), or at a non-finite position, is hidden;
+    a limb is shown only when both its joints are.
+    """
+    limbs, joint_rgb, limb_rgb = (_LIMBS, _JOINT_RGB, _LIMB_RGB) if keypoint_set is None else _set_style(keypoint_set)
+    visible = _visible_joints(keypoints, score_threshold)
+    alpha = np.clip(keypoints[..., 2], MIN_ALPHA, 1.0)
+    start, end = limbs[:, 0], limbs[:, 1]
+    return SkeletonParts(visible, joint_rgb, alpha, limbs, visible[:, start] & visible[:, end], limb_rgb,
+                         np.minimum(alpha[:, start], alpha[:, end]))
+
+
 def draw_skeleton(
     image: np.ndarray,
     keypoints: np.ndarray,
@@ -102,11 +141,11 @@ def draw_skeleton(
 ) -> Axes:
     """Draw skeletons over an image: COCO-17, or the joints and limbs of ``keypoint_set``.
 
-    Joints scoring below ``score_threshold`` are not drawn; a limb is drawn only when both its joints
-    are. Opacity follows the score (``clip(score, MIN_ALPHA, 1)``; a limb takes its weaker joint's),
-    colour the body side (:data:`SIDE_COLORS`). All joints of all people are one scatter artist
-    labelled ``"joints"``, all limbs one ``LineCollection`` labelled ``"limbs"``, boxes one labelled
-    ``"boxes"``; the view stays on the image even when a joint lies outside it.
+    The parts shown are :func:`skeleton_parts`'s: joints scoring below ``score_threshold`` are not
+    drawn, a limb only when both its joints are; opacity follows the score, colour the body side
+    (:data:`SIDE_COLORS`). All joints of all people are one scatter artist labelled ``"joints"``,
+    all limbs one ``LineCollection`` labelled ``"limbs"``, boxes one labelled ``"boxes"``; the view
+    stays on the image even when a joint lies outside it.
 
     Shape: image (H, W, 3) uint8 RGB; keypoints (17, 3) or (N, 17, 3) as x, y, score in image
     pixels (K, 3) / (N, K, 3) for a ``keypoint_set`` of K joints; boxes (N, 4) COCO xywh or None.
@@ -118,31 +157,22 @@ def draw_skeleton(
         The axes drawn into.
     """
     image = _check_image(image, "image")
-    limbs, joint_colors, limb_colors = _LIMBS, _JOINT_RGB, _LIMB_RGB
-    if keypoint_set is not None:
-        limbs, joint_colors, limb_colors = _set_style(keypoint_set)
-    keypoints = _check_keypoints(keypoints, num_keypoints=len(joint_colors))
+    num_keypoints = NUM_KEYPOINTS if keypoint_set is None else keypoint_set.num_keypoints
+    keypoints = _check_keypoints(keypoints, num_keypoints=num_keypoints)
     if ax is None:
         height, width = image.shape[:2]
         _, ax = plt.subplots(figsize=(8.0, 8.0 * height / width), layout="constrained")
 
-    xy, scores = keypoints[..., :2], keypoints[..., 2]
-    visible = scores >= score_threshold  # NaN scores compare False: hidden
-    alpha = np.clip(scores, MIN_ALPHA, 1.0)
-    joint_rgb = np.broadcast_to(joint_colors, (*visible.shape, 3))[visible]
-    joint_rgba = np.column_stack([joint_rgb, alpha[visible]])
-
-    start, end = limbs[:, 0], limbs[:, 1]
-    limb_visible = visible[:, start] & visible[:, end]  # (N, L)
-    segments = np.stack([xy[:, start], xy[:, end]], axis=2)[limb_visible]  # (S, 2, 2)
-    limb_rgb = np.broadcast_to(limb_colors, (*limb_visible.shape, 3))[limb_visible]
-    limb_alpha = np.minimum(alpha[:, start], alpha[:, end])[limb_visible]
+    parts = skeleton_parts(keypoints, score_threshold, keypoint_set)
+    xy, visible, shown = keypoints[..., :2], parts.visible, parts.limb_visible
+    joint_rgba = np.column_stack([np.broadcast_to(parts.joint_rgb, (*visible.shape, 3))[visible], parts.alpha[visible]])
+    start, end = parts.limbs[:, 0], parts.limbs[:, 1]
+    segments = np.stack([xy[:, start], xy[:, end]], axis=2)[shown]  # (S, 2, 2)
+    limb_rgba = np.column_stack([np.broadcast_to(parts.limb_rgb, (*shown.shape, 3))[shown], parts.limb_alpha[shown]])
 
     ax.imshow(image)
-    ax.add_collection(LineCollection(
-        segments, colors=np.column_stack([limb_rgb, limb_alpha]), linewidths=2.5, capstyle="round",
-        label="limbs", zorder=2,
-    ))
+    ax.add_collection(LineCollection(segments, colors=limb_rgba, linewidths=2.5, capstyle="round", label="limbs",
+                                     zorder=2))
     ax.scatter(*xy[visible].T, s=24, c=joint_rgba, edgecolors="none", label="joints", zorder=3)
     if boxes is not None:
         outlines = _box_outlines(_as_numpy(boxes).astype(np.float64).reshape(-1, 4))
@@ -303,8 +333,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 100) -> Path:
 # Drawing tracked poses into the frame itself (video)
 # ------------------------------------------------------------------------------------------
 
-# The colour table of draw_skeleton, in 8-bit RGB.
-_SIDE_RGB = np.round(_JOINT_RGB * 255).astype(np.uint8)
 # A caption (untrained weights) is white on a filled red box: legible over any scene.
 CAPTION_RGB, CAPTION_BOX_RGB = (255, 255, 255), (192, 0, 0)
 
@@ -386,15 +414,18 @@ def draw_tracks(
     keypoints = np.asarray(keypoints, np.float64).reshape(len(track_ids), -1, 3)
     colors = track_colors(track_ids)  # (N, 3)
     radius = max(1, image.shape[0] // 360)
-    xy, visible = keypoints[..., :2], keypoints[..., 2] >= score_threshold
-    visible &= np.isfinite(xy).all(-1)
     coco = keypoints.shape[1] == NUM_KEYPOINTS
+    xy = keypoints[..., :2]
     if coco:
-        shown = visible[:, _LIMBS[:, 0]] & visible[:, _LIMBS[:, 1]]  # (N, L)
+        parts = skeleton_parts(keypoints, score_threshold)
+        visible, shown, limbs = parts.visible, parts.limb_visible, parts.limbs  # (N, K), (N, L), (L, 2)
         person = np.broadcast_to(np.arange(len(track_ids))[:, None], shown.shape)[shown]
-        points, segment = _segment_points(xy[:, _LIMBS[:, 0]][shown], xy[:, _LIMBS[:, 1]][shown])
+        points, segment = _segment_points(xy[:, limbs[:, 0]][shown], xy[:, limbs[:, 1]][shown])
         _stamp(image, points, colors[person][segment], radius)
-    joint_colors = np.broadcast_to(_SIDE_RGB if coco else colors[:, None, :], (*visible.shape, 3))
+        side_rgb = np.round(parts.joint_rgb * 255).astype(np.uint8)
+    else:
+        visible = _visible_joints(keypoints, score_threshold)
+    joint_colors = np.broadcast_to(side_rgb if coco else colors[:, None, :], (*visible.shape, 3))
     _stamp(image, xy[visible], joint_colors[visible], radius + 1)
     if boxes is not None:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)

@@ -139,11 +139,11 @@ def test_load_detections_reads_annotation_boxes_and_skips_other_categories():
     "content, expected",
     [
         ('{"not": "a list"}', "top level is a dict"),
-        ("[1, 2]", r"entry #0 1: needs 'image_id' and 'bbox'"),
-        ('[{"image_id": 1, "bbox": [1, 2, 3, 4]}, {"image_id": 1, "bbox": [1, 2, 3]}]', "entry #1.*4 numbers"),
+        ("[1, 2]", r"entries\[0\]: is a int; expected an object with image_id, bbox"),
+        ('[{"image_id": 1, "bbox": [1, 2, 3, 4]}, {"image_id": 1, "bbox": [1, 2, 3]}]', r"entries\[1\]\.bbox is list \[1, 2, 3\]; expected 4 numbers"),
         ('[{"image_id": 1, "bbox": "1 2 3 4"}]', "4 numbers"),
-        ('[{"image_id": 1.5, "bbox": [1, 2, 3, 4]}]', "integer"),
-        ('[{"image_id": 1, "bbox": [1, 2, 3, 4], "score": "high"}]', "'score' must be a number"),
+        ('[{"image_id": 1.5, "bbox": [1, 2, 3, 4]}]', "image_id is float 1.5; expected a whole number from 0"),
+        ('[{"image_id": 1, "bbox": [1, 2, 3, 4], "score": "high"}]', "score is str 'high'; expected a number"),
         ("[{]", "not readable JSON"),
     ],
 )

@@ -418,7 +418,8 @@ def test_cli_weights_download_offline_exits_1_with_one_line(served_entry, closed
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith(f"posekit weights: error: could not download {closed_port_url}")
-    assert "pass --weights PATH" in err
+    assert err.endswith(f"put it at {weights.hub.cache_dir() / 'checkpoints' / 'served.pth'}")
+    assert "--weights" not in err  # the command takes no weights file, so it does not advise passing one
 
 
 def test_weights_download_error_in_python_names_the_argument(served_entry, closed_port_url, monkeypatch):

@@ -148,6 +148,9 @@ def test_quickstart_runs_offline(kernel_specs: KernelSpecManager, offline: Path)
     assert f"people found: {len(_annotations())} in 4 images" in printed
     assert f"WARNING: {UNTRAINED_TITLE}" in printed
     assert f"first person of 000000000785.jpg: {UNTRAINED_TITLE}" in printed, "the keypoint table says untrained"
+    # The way out names the notebook's own setting, and that setting is the estimator's weights argument.
+    assert 'set WEIGHTS = "path/to/file.pth" in the settings cell' in printed
+    assert any("PoseEstimator(WEIGHTS," in cell.source for cell in notebook.cells if cell.cell_type == "code")
     # The offline download advice is for Python users: no command-line flags, no object reprs.
     assert "--weights" not in printed and "--boxes" not in printed and " object at 0x" not in printed
     assert "channel order BGR" in printed

@@ -116,7 +116,7 @@ def test_wrong_detections_schema_names_file_and_entry(tmp_path, capsys, checkpoi
     boxes = tmp_path / "dets.json"
     boxes.write_text(json.dumps([{"image_id": 785, "bbox": [1, 2, 3], "score": 1}]))
     code, _, stderr = predict(capsys, JPEGS[0], "--boxes", boxes, "--weights", checkpoint, "--out", tmp_path)
-    assert code == 1 and str(boxes) in stderr and "entry #0" in stderr and "Traceback" not in stderr
+    assert code == 1 and str(boxes) in stderr and "entries[0].bbox" in stderr and "Traceback" not in stderr
 
 
 def test_empty_and_bad_boxes(tmp_path, capsys, checkpoint):

@@ -268,3 +268,28 @@ def test_save_figure_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
     with pytest.raises(PosekitError, match=r"cannot save a figure as .*figure\.xyz: expected one of"):
         save_figure(fig, tmp_path / "figure.xyz")
     assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
+
+
+def test_pictures_and_video_frames_show_the_same_joints_in_the_same_side_colours():
+    """draw_skeleton (matplotlib) and draw_tracks (pixels) render one decision of what is shown."""
+    from posekit.viz import draw_tracks
+
+    rng = np.random.default_rng(3)
+    people = np.column_stack([rng.uniform(20, 380, (34, 2)), rng.uniform(0, 1, 34)]).reshape(2, 17, 3)
+    people[0, 4, 0] = np.nan  # a sure joint at no position is hidden by both
+    people[0, 4, 2] = 0.9
+    threshold = 0.4
+    ax = draw_skeleton(np.zeros((400, 400, 3), np.uint8), people, threshold)
+    joints = _artist(ax, "joints")
+    drawn_xy = joints.get_offsets()
+    frame = draw_tracks(np.zeros((400, 400, 3), np.uint8), people, np.array([1, 2]), score_threshold=threshold)
+    expected = (people[..., 2] >= threshold) & np.isfinite(people[..., :2]).all(-1)
+    np.testing.assert_allclose(drawn_xy, people[..., :2][expected])
+    colours = np.round(joints.get_facecolors()[:, :3] * 255)
+    # Each joint's centre pixel in the frame has the colour of its marker in the figure (joints are painted
+    # over limbs; a later joint may overpaint a nearby one: compare those clear of every other joint).
+    xy = people[..., :2][expected]
+    clear = np.array([(np.hypot(*(xy - p).T) > 6).sum() == len(xy) - 1 for p in xy])
+    pixels = frame[np.round(xy[clear, 1]).astype(int), np.round(xy[clear, 0]).astype(int)]
+    assert clear.sum() >= 5
+    np.testing.assert_array_equal(pixels, colours[clear])

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights_action == "download":
         # `default` as --weights takes it, so advice printed with the --weights value works as printed.
         name = DEFAULT_WEIGHTS if args.name == DEFAULT else args.name
-        path = weights.download_weights(name)
+        path = weights.download_weights(name, hint=None)  # this command takes no --weights file to offer instead
         print(f"{name}: {path}")
         return 0
     header = ("name", "depth", "input", "channels", "AP", "source", "cached")

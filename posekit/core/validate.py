@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from types import MappingProxyType
 from typing import Callable, Mapping
 
 import numpy as np
@@ -78,23 +79,50 @@ def _whole(value: object) -> bool:
     return _number(value) and float(value).is_integer()
 
 
-def numbers(count: int, meaning: str) -> FieldKind:
-    """A list of ``count`` finite numbers."""
+def _float64(value: object) -> bool:
+    """A JSON number that fits a float64, NaN and infinity included (for values checked later)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, float) or abs(value) <= 1e308
+
+
+# Ids must fit numpy's int64 (COCO's are below 10^12); 785.0 is the id 785.
+_MAX_ID = 2**63 - 1
+
+
+def _id(value: object) -> bool:
+    if isinstance(value, float) and value.is_integer():  # is_integer() is False for NaN and infinity
+        return 0 <= value <= _MAX_ID
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID
+
+
+def numbers(count: int, meaning: str, finite: bool = True) -> FieldKind:
+    """A list of ``count`` numbers: finite ones, or (``finite=False``) any that fit a float64."""
+    accepts = _number if finite else _float64
     return (
-        lambda value: isinstance(value, list) and len(value) == count and all(map(_number, value)),
-        f"{count} numbers{meaning}, all finite",
+        lambda value: isinstance(value, list) and len(value) == count and all(map(accepts, value)),
+        f"{count} numbers{meaning}" + (", all finite" if finite else ""),
     )
 
 
 INTEGER: FieldKind = (_whole, "a whole number")
+ID: FieldKind = (_id, f"a whole number from 0 to {_MAX_ID}")
 NUMBER: FieldKind = (_number, "a finite number")
+ANY_NUMBER: FieldKind = (_float64, "a number")
 TEXT: FieldKind = (lambda value: isinstance(value, str) and value != "", "a non-empty string")
 POSITIVE: FieldKind = (lambda value: _whole(value) and value > 0, "a whole number > 0")
 FLAG: FieldKind = (lambda value: value in (0, 1) and not isinstance(value, float), "0 or 1")
 
 
-def check_records(records: object, fields: Mapping[str, FieldKind], where: str, error: type[PosekitError]) -> None:
-    """Check that ``records`` is a list of objects whose ``fields`` hold values of their kind.
+def check_records(
+    records: object,
+    fields: Mapping[str, FieldKind],
+    where: str,
+    error: type[PosekitError],
+    optional: Mapping[str, FieldKind] = MappingProxyType({}),
+) -> None:
+    """Check that ``records`` is a list of objects whose ``fields`` hold values of their kind, and
+    whose ``optional`` fields, where present, too.
 
     Raises:
         error: naming ``where``, the first bad record's index and field, the value found and
@@ -108,9 +136,9 @@ def check_records(records: object, fields: Mapping[str, FieldKind], where: str, 
             raise error(f"{where}[{index}]: is a {type(record).__name__}; expected an object with {names}")
         missing = [name for name in fields if name not in record]
         if missing:
-            raise error(f"{where}[{index}]: missing field(s) {', '.join(missing)}; each entry needs {names}")
-        for name, (accepts, expected) in fields.items():
-            if not accepts(record[name]):
+            raise error(f"{where}[{index}]: missing field(s) {', '.join(missing)}; expected each entry to have {names}")
+        for name, (accepts, expected) in (fields | optional).items():
+            if name in record and not accepts(record[name]):
                 raise error(f"{where}[{index}].{name} is {_shown(record[name])}; expected {expected}")
 
 

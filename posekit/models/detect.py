@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum, detection
 
+from posekit.core import validate
 from posekit.core.coco17 import PERSON_CATEGORY_ID
 from posekit.core.device import resolve_device
 from posekit.defaults import BOX_SCORE_THRESHOLD, DEFAULT_DETECTOR
@@ -150,8 +151,9 @@ _SCHEMA = (
     "a JSON list of {'image_id': int, 'category_id': 1, 'bbox': [x, y, w, h], 'score': number}, "
     "or a COCO annotation file"
 )
-# Image ids must fit numpy's int64 (COCO's are below 10^12).
-_MAX_ID = 2**63 - 1
+_ENTRY_FIELDS = {"image_id": validate.ID, "bbox": validate.numbers(4, " [x, y, w, h]", finite=False)}
+# A missing score counts as 1; a NaN one is kept here and dealt with where boxes are checked.
+_OPTIONAL_FIELDS = {"score": validate.ANY_NUMBER}
 
 Detections = dict[int, tuple[np.ndarray, np.ndarray]]
 
@@ -192,23 +194,22 @@ def read_boxes_file(path: str | os.PathLike) -> tuple[Detections, dict[str, int]
     images = content.get("images", []) if isinstance(content, dict) else []
     if not isinstance(images, list) or not all(isinstance(entry, dict) for entry in images):
         raise DetectionsFormatError(f"{path}: 'images' must be a list of {{'id': int, 'file_name': str}} entries")
-    named = [e for e in images if isinstance(e.get("file_name"), str) and _integer(e.get("id")) is not None]
-    return boxes, {entry["file_name"]: _integer(entry["id"]) for entry in named}
+    named = [e for e in images if isinstance(e.get("file_name"), str) and validate.ID[0](e.get("id"))]
+    return boxes, {entry["file_name"]: int(entry["id"]) for entry in named}
 
 
 def _group_detections(entries: object, name: str) -> Detections:
     """Check every entry of a loaded detections file and group the person boxes by image id."""
+    where = f"{name}: entries"
     if isinstance(entries, dict) and "annotations" in entries:
-        entries = entries["annotations"]
+        entries, where = entries["annotations"], f"{name}: annotations"
     if not isinstance(entries, list):
         raise DetectionsFormatError(f"{name}: top level is a {type(entries).__name__}; expected {_SCHEMA}")
+    validate.check_records(entries, _ENTRY_FIELDS, where, DetectionsFormatError, _OPTIONAL_FIELDS)
     image_ids, boxes, scores = [], [], []
-    for index, entry in enumerate(entries):
-        problem = _entry_problem(entry)
-        if problem:
-            raise DetectionsFormatError(f"{name}: entry #{index} {_short(entry)}: {problem}; expected {_SCHEMA}")
+    for entry in entries:
         if entry.get("category_id", PERSON_CATEGORY_ID) == PERSON_CATEGORY_ID:
-            image_ids.append(_integer(entry["image_id"]))
+            image_ids.append(int(entry["image_id"]))
             boxes.append(entry["bbox"])
             scores.append(entry.get("score", 1.0))
     image_ids = np.asarray(image_ids, dtype=np.int64)
@@ -220,38 +221,3 @@ def _group_detections(entries: object, name: str) -> Detections:
     groups = np.split(order, first[1:]) if len(order) else []
     by_appearance = np.argsort(order[first], kind="stable")
     return {int(unique[k]): (boxes[groups[k]], scores[groups[k]]) for k in by_appearance}
-
-
-def _entry_problem(entry: object) -> str | None:
-    """What is wrong with one detection entry, or None."""
-    if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
-        return "needs 'image_id' and 'bbox'"
-    if _integer(entry["image_id"]) is None:
-        return f"'image_id' must be an integer between 0 and {_MAX_ID}"
-    box = entry["bbox"]
-    if not isinstance(box, list) or len(box) != 4 or not all(map(_is_number, box)):
-        return "'bbox' must be 4 numbers [x, y, w, h]"
-    if not _is_number(entry.get("score", 1.0)):
-        return "'score' must be a number"
-    return None
-
-
-def _integer(value: object) -> int | None:
-    """``value`` as an image id: an int, or a float with an integral value (785.0), in 0..2^63-1."""
-    if isinstance(value, float) and value.is_integer():  # is_integer() is False for NaN and infinity
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID:
-        return value
-    return None
-
-
-def _is_number(value: object) -> bool:
-    """A JSON number that fits a float64 (NaN and infinity included: the boxes' checks drop them later)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return isinstance(value, float) or abs(value) <= 1e308
-
-
-def _short(entry: object) -> str:
-    text = repr(entry)
-    return text if len(text) <= 120 else text[:117] + "..."

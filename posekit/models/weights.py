@@ -159,11 +159,18 @@ def cached_weights_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def download_weights(name: str, progress: bool = True) -> Path:
-    """Download weights ``name`` into the cache (no-op if cached and intact); return the path."""
+# Besides placing the file in the cache: what a caller that takes weights can do instead.
+_GIVE_A_FILE = Hint(python="pass the file's path as PoseEstimator(pose_weights=PATH)", cli="pass --weights PATH")
+
+
+def download_weights(name: str, progress: bool = True, hint: Hint | None = _GIVE_A_FILE) -> Path:
+    """Download weights ``name`` into the cache (no-op if cached and intact); return the path.
+
+    ``hint`` is the way out a failure offers besides placing the file by hand (None: only that,
+    for a caller such as ``posekit weights download`` that takes no weights file).
+    """
     weights = get_weights(name)
     dest = _cache_path(weights)
-    hint = Hint(python="pass the file's path as PoseEstimator(pose_weights=PATH)", cli="pass --weights PATH")
     if weights.url is not None:
         return hub.download_url(weights.url, dest, weights.sha256, progress, hint=hint)
     return hub.download_gdrive(
