@@ -29,7 +29,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                                                   "with several inputs a folder, one INPUT_NAME.json each")
     parser.add_argument("--realtime", action="store_true",
                         help="the real-time preset: light detector only when needed, pose propagation, OKS matching, "
-                             "no flip test, int8 network on the CPU (docs/realtime.md); other options override it")
+                             "no flip test, int8 network on the CPU (docs/realtime.md); the options above and below override it, "
+                             "--flip excepted")
     add_weights_option(parser, "; registered weights that are neither cached nor downloadable run an untrained "
                             "network, said on screen and on the frames")
     parser.add_argument("--detector",
@@ -49,8 +50,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-age", type=int, default=0, metavar="N",
                         help="frames a lost track may be matched again before its id is retired (default: 0, the paper)")
     parser.add_argument("--smooth", action="store_true", help="One-Euro filter on each track's joints")
-    add_flip_option(parser, "--no-flip: ~2x faster pose network; off with --realtime")
-    parser.set_defaults(flip=None)  # None: on, or off with --realtime
+    add_flip_option(parser, "--no-flip: ~2x faster pose network; always off with --realtime")
     parser.add_argument("--max-frames", type=int, metavar="N",
                         help="stop after N frames; Ctrl-C also stops and keeps what was tracked (for webcams)")
     parser.add_argument("--posetrack-format", choices=("posekit", "official"), default="posekit",
@@ -126,7 +126,7 @@ def _tracker(args: argparse.Namespace, detect: _FrameBoxes | None):
     from posekit.realtime import realtime_precision, realtime_tracker
     from posekit.track import PoseTracker
 
-    flip_test = not args.realtime if args.flip is None else args.flip
+    flip_test = args.flip and not args.realtime  # the preset's one fixed choice: the flip doubles the network's work
     precision = realtime_precision(args.device) if args.realtime and args.precision == "auto" else args.precision
     estimator = build_estimator(args, flip_test=flip_test, precision=precision, allow_untrained=True)
     if estimator.untrained_because is not None:
