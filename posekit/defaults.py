@@ -21,7 +21,7 @@ DECODE_METHODS = ("argmax", "quarter", "dark")
 
 # Network runtimes and precisions (see posekit.models.runtime.inference_forward).
 BACKENDS = ("auto", "torch", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 # Person boxes scoring less are not drawn as people: the detector's threshold, and the one
 # ``posekit predict`` draws the boxes of a --boxes file with (its results keep every box).
@@ -31,3 +31,8 @@ BOX_SCORE_THRESHOLD = 0.5
 # on 2 CPU cores, against about 9 s).
 DEFAULT_DETECTOR = "fasterrcnn_resnet50_fpn_v2"
 DEMO_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
+
+# The real-time preset (posekit track --realtime, posekit.realtime): the detector measured fastest on
+# 2 CPU cores at 640x480 (docs/realtime.md), and the most frames between two of its runs.
+REALTIME_DETECTOR = "ssdlite320_mobilenet_v3_large"
+REALTIME_DETECTOR_EVERY = 10

@@ -57,8 +57,12 @@ class PoseEstimator:
         depth: ResNet depth when ``pose_weights`` is None.
         backend: ``"auto"`` (onnxruntime for fp32 on the CPU, else torch), ``"torch"`` or
             ``"onnxruntime"``.
-        precision: ``"auto"`` (fp16 on CUDA, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"auto"`` (fp16 on CUDA, else fp32), ``"fp32"``, ``"fp16"``, ``"bf16"`` or
+            ``"int8"`` (CPU, ONNX Runtime static quantization, built once per weights and cached;
+            check it with :func:`posekit.realtime.check_int8`).
         channel_order: ``"rgb"``/``"bgr"`` to override the order the checkpoint implies.
+        calibration_images: for int8, pictures of one person each to calibrate the activation
+            ranges on (your application's people); None: the people of the bundled COCO images.
         allow_untrained: when registered weights are neither cached nor downloadable, run an
             untrained network of their depth instead of raising (``pretrained`` is then False and
             ``untrained_because`` holds the download error, for the caller to show).
@@ -95,6 +99,7 @@ class PoseEstimator:
         backend: str = "auto",
         precision: str = "auto",
         channel_order: str | None = None,
+        calibration_images: Sequence[ImageSource] | None = None,
         allow_untrained: bool = False,
     ) -> None:
         max_batch = whole_number(max_batch, "max_batch", "people per network call")
@@ -137,6 +142,7 @@ class PoseEstimator:
         self.flip_test = flip_test
         self.decode = decode
         self.max_batch = max_batch
+        self.calibration_images = calibration_images
         self._forward: tuple[tuple, topdown.Forward] | None = None
 
     @property
@@ -155,7 +161,8 @@ class PoseEstimator:
         # Every in-place edit of a tensor bumps its version counter: a cheap weights identity.
         state = tuple((id(t), t._version) for t in self.model.state_dict(keep_vars=True).values())
         if self._forward is None or self._forward[0] != state:
-            self._forward = (state, inference_forward(self.model, self.backend, self.precision))
+            self._forward = (state, inference_forward(
+                self.model, self.backend, self.precision, calibration_images=self.calibration_images))
         return self._forward[1](inputs)
 
     def __call__(

@@ -15,11 +15,7 @@ real time, since on a CPU the detector costs more than the pose network.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import itertools
-import os
-import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -33,7 +29,7 @@ from posekit.errors import ArgumentError, PosekitError
 from posekit.models.flow import FlowFunction, RaftFlow, warp_keypoints
 
 if TYPE_CHECKING:
-    from posekit.io.video import Frame, VideoSource
+    from posekit.io.video import Frame
 
 # The paper's thresholds.
 BOX_THRESHOLD = 0.5  # detections scoring less are dropped
@@ -139,6 +135,7 @@ class PoseTracker:
             with the previous pose as it was) or ``"iou"`` (box IoU).
         detector_every: run the detector every this many frames (and whenever a track was
             lost in the previous frame or nothing is tracked); propagate boxes in between.
+            :meth:`realtime` builds the real-time configuration.
         max_age: frames an unmatched track waits to be matched again before its id is retired
             (0: the paper, previous frame only).
         box_threshold: detections (and, for propagated boxes, the new pose's score) under it are dropped.
@@ -149,6 +146,12 @@ class PoseTracker:
         detect: ``(rgb, frame_index) -> (boxes, scores)``; default the estimator's detector.
             Pass one to use precomputed boxes.
         sigmas: per-joint OKS falloffs (K,); default COCO's, for 17 joints.
+        redetect_below: with ``detector_every > 1``, also run the detector on the frame after a
+            tracked pose scored under this (its mean confident joint score); None: never.
+
+    Attributes:
+        stage_seconds: wall time since :meth:`reset` per stage of :meth:`update`: ``propagate``
+            (flow), ``detect`` (detector and box merging), ``pose`` (the network call), ``match``.
 
     Example:
         >>> tracker = PoseTracker(PoseEstimator(detector="fasterrcnn_resnet50_fpn_v2"), detector_every=5)
@@ -169,6 +172,7 @@ class PoseTracker:
         flow: FlowFunction | None = None,
         detect: DetectFunction | None = None,
         sigmas: np.ndarray | None = None,
+        redetect_below: float | None = None,
     ) -> None:
         detector_every, max_age = _whole_number("detector_every", detector_every), _whole_number("max_age", max_age)
         if propagation not in PROPAGATIONS:
@@ -192,15 +196,24 @@ class PoseTracker:
         self._flow = flow
         self._detect = detect or (lambda rgb, index: estimator.detect([rgb])[0])
         self._sigmas = None if sigmas is None else _joint_falloffs(sigmas)
+        self.redetect_below = redetect_below
         self.reset()
+
+    @classmethod
+    def realtime(cls, estimator=None, **options) -> PoseTracker:
+        """The real-time preset (``posekit track --realtime``): see :func:`posekit.realtime.realtime_tracker`."""
+        from posekit.realtime import realtime_tracker
+
+        return realtime_tracker(estimator, **options)
 
     def reset(self) -> None:
         """Forget all tracks and start ids from 1 again (a new video)."""
         self._tracks: _Tracks | None = None
         self._previous_rgb: np.ndarray | None = None
         self._next_id = 1
-        self._lost = False
+        self._lost = self._weak = False
         self._frames_seen = 0
+        self.stage_seconds: dict[str, float] = {}
 
     @property
     def uses_flow(self) -> bool:
@@ -221,12 +234,17 @@ class PoseTracker:
         index = self._frames_seen if index is None else index
         time = index / 30.0 if time is None else float(time)
         tracks = self._tracks
+        clock = perf_counter()
         if tracks is not None and self.uses_flow and self._previous_rgb is not None and len(tracks.ids):
             tracks.moved = warp_keypoints(tracks.moved, self._flow(self._previous_rgb, rgb))
+        clock = self._lap("propagate", clock)
         fresh = tracks.age == 0 if tracks is not None else np.zeros(0, bool)
-        detected = self.detector_every == 1 or self._frames_seen % self.detector_every == 0 or self._lost or not fresh.any()
+        detected = (self.detector_every == 1 or self._frames_seen % self.detector_every == 0 or self._lost
+                    or self._weak or not fresh.any())
         boxes, scores, propagated = self._boxes(rgb, index, tracks, fresh, detected)
+        clock = self._lap("detect", clock)
         keypoints = np.asarray(self.estimator.keypoints(rgb, boxes), np.float64)  # the one network call of the frame
+        clock = self._lap("pose", clock)
         scores = rescore(keypoints, scores, self.joint_threshold)
         # A propagated box must hold a pose as sure as a detection: else the person has left it.
         keep = ~propagated | (rescore(keypoints, np.ones(len(boxes)), self.joint_threshold) >= self.box_threshold)
@@ -236,10 +254,19 @@ class PoseTracker:
         similarity = pose_similarity(keypoints, keypoints, self._joint_sigmas(keypoints.shape[1]), self.joint_threshold)
         unique = np.sort(greedy_nms(similarity, np.argsort(-scores, kind="stable"), OKS_NMS_THRESHOLD))
         boxes, scores, keypoints = boxes[unique], scores[unique], keypoints[unique]
+        if self.redetect_below is not None:  # a pose growing unsure: let the detector look again next frame
+            self._weak = bool((rescore(keypoints, np.ones(len(keypoints)), self.joint_threshold) < self.redetect_below).any())
         track_ids, output = self._associate(keypoints, boxes, time)
         self._previous_rgb = rgb
         self._frames_seen += 1
+        self._lap("match", clock)
         return TrackedFrame(index, time, track_ids, boxes, scores, output, detected)
+
+    def _lap(self, stage: str, since: float) -> float:
+        """Charge the time since ``since`` to ``stage`` in :attr:`stage_seconds`; returns now."""
+        now = perf_counter()
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - since
+        return now
 
     def _boxes(
         self, rgb: np.ndarray, index: int, tracks: _Tracks | None, fresh: np.ndarray, detected: bool
@@ -368,94 +395,10 @@ def to_posetrack(frames: Iterable[TrackedFrame], file_names: Iterable[str] | Non
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-@dataclasses.dataclass
-class TrackingRun:
-    """The result of :func:`track_video`.
+def __getattr__(name: str):
+    """The video loop (:mod:`posekit.track_run`) is importable from here too, as it always was."""
+    if name in ("TrackingRun", "track_video"):
+        from posekit import track_run
 
-    Attributes:
-        frames: the tracked frames, in order.
-        file_names: a name per frame (the image file of a folder, else ``NNNNNN.jpg``).
-        fps: frames per second, the source's.
-        seconds: wall-clock seconds in the tracker (detector, flow, pose network, matching) and in total
-            (also decoding, drawing and encoding).
-        interrupted: whether Ctrl-C ended the run (the frames before it are kept, the video written).
-    """
-
-    frames: list[TrackedFrame]
-    file_names: list[str]
-    fps: float
-    seconds: dict[str, float]
-    interrupted: bool = False
-
-    @property
-    def tracking_fps(self) -> float:
-        """Frames per second of the tracker alone."""
-        return len(self.frames) / max(self.seconds["tracking"], 1e-9)
-
-    @property
-    def total_fps(self) -> float:
-        """Frames per second end to end: decode, track, draw, encode."""
-        return len(self.frames) / max(self.seconds["total"], 1e-9)
-
-
-def track_video(
-    tracker: PoseTracker,
-    source: str | os.PathLike | int | VideoSource,
-    out: str | os.PathLike | None = None,
-    caption: str | None = None,
-    score_threshold: float = 0.3,
-    max_frames: int | None = None,
-    progress: bool = True,
-) -> TrackingRun:
-    """Track everyone through a video and optionally write it annotated.
-
-    Args:
-        tracker: a :class:`PoseTracker` (reset first: ids start at 1).
-        source: a :class:`~posekit.io.video.VideoSource` or what it reads: a video, a folder of frames, a webcam, a URL.
-        out: an ``.mp4`` to write the annotated video to (whole or not at all), or None.
-        caption: a line written on every annotated frame (say here that weights are untrained).
-        score_threshold: joints drawn from this score.
-        max_frames: stop after this many frames; Ctrl-C also stops, keeping what was tracked (a webcam
-            never ends by itself).
-        progress: show a tqdm bar with the frame rate.
-    """
-    from tqdm.auto import tqdm
-
-    from posekit.io.video import VideoError, VideoSource, VideoWriter
-    from posekit.viz import draw_tracks
-
-    if max_frames is not None:
-        max_frames = _whole_number("max_frames", max_frames)
-        if max_frames < 1:
-            raise ArgumentError(f"max_frames={max_frames}: expected 1 or more, or None for every frame")
-        max_frames = min(max_frames, sys.maxsize)  # islice's limit; no video is longer
-    video = source if isinstance(source, VideoSource) else VideoSource(source)
-    tracker.reset()
-    frames: list[TrackedFrame] = []
-    tracking = 0.0
-    start = perf_counter()
-    total = min(filter(None, (video.num_frames, max_frames)), default=None)
-    with VideoWriter(out, video.fps) if out is not None else contextlib.nullcontext() as writer:
-        bar = tqdm(itertools.islice(video, max_frames), total=total, desc="posekit track", unit="frame", disable=not progress)
-        try:
-            for frame in bar:
-                began = perf_counter()
-                tracked = tracker.update(frame.rgb, frame.index, frame.time)
-                tracking += perf_counter() - began
-                if writer is not None:
-                    drawn = draw_tracks(frame.rgb, tracked.keypoints, tracked.track_ids, tracked.boxes, score_threshold, caption)
-                    writer.write(drawn, frame.time)  # the source's timestamps: a variable rate stays in sync
-                frames.append(tracked)  # only now: a frame Ctrl-C interrupts is in neither the video nor the tracks
-                bar.set_postfix(fps=f"{len(frames) / tracking:.1f}", people=len(tracked.track_ids))
-        except KeyboardInterrupt:
-            # Ctrl-C is how a webcam or stream is stopped: keep (and write) what was tracked so far.
-            interrupted = True
-        else:
-            interrupted = False
-        finally:
-            bar.close()
-        if not frames and not interrupted:  # raised in the block: an mp4 without frames is not left behind
-            raise VideoError(f"{video.name}: no frame could be read; expected a video with at least one frame")
-    seconds = {"tracking": tracking, "total": perf_counter() - start}
-    names = video.file_names or [f"{f.index:06d}.jpg" for f in frames]
-    return TrackingRun(frames, names, video.fps, seconds, interrupted)
+        return getattr(track_run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

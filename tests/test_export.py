@@ -223,7 +223,7 @@ def test_precision_choice_and_reduced_precision_forward(model, images):
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "fp16"
     assert resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(PosekitError, match="expected one of"):
-        resolve_precision("int8", "cpu")
+        resolve_precision("int4", "cpu")
     forward = inference_forward(model, "torch", precision="bf16", input_size=INPUT)
     output = forward(images)
     assert output.dtype == torch.float32

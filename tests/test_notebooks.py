@@ -259,6 +259,11 @@ def test_video_tracking_runs_offline(kernel_specs: KernelSpecManager, offline: P
         ("every frame", "on"), ("every frame", "off"), ("every 5 frames", "on"), ("every 5 frames", "off")]
     assert all(float(fps) > 0 for _, _, fps in rows)
     assert _pictures(notebook) >= 2, "frames with ids and the wrist path"
+    # The live cell, headless and offline: no camera or detector, so the real-time path runs on the clip.
+    assert "the same real-time path runs on the bundled clip" in printed
+    assert "realtime preset: detector" in printed
+    assert re.search(r"^live from the bundled clip: 5 frames, [\d.]+ fps end to end, 0 stale frames dropped "
+                     r"\(int8 network, no flip test\)$", printed, re.MULTILINE)
 
 
 def test_finetune_runs_offline_on_synthetic_people(kernel_specs: KernelSpecManager, offline: Path, tmp_path: Path) -> None:

@@ -74,8 +74,20 @@ def test_track_a_folder_of_frames_without_a_detector_and_evaluate(offline, tmp_p
     assert "id switches 0, misses 51, false positives 0 of 51 annotated joints" in printed.out
 
 
-def test_track_without_raft_weights_offline_is_one_clear_error(offline, capsys):
-    code = main(["track", str(VIDEO_SAMPLE_CLIP), "--boxes", str(VIDEO_SAMPLE_BOXES), "--device", "cpu"])
+def test_track_without_raft_weights_offline_falls_back_to_pose_propagation_in_one_line(offline, tmp_path, capsys):
+    tracks = tmp_path / "tracks.json"
+    code = main(["track", str(VIDEO_SAMPLE_CLIP), "--boxes", str(VIDEO_SAMPLE_BOXES), "--no-flip", "--device", "cpu",
+                 "--json", str(tracks)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    notes = [line for line in printed.err.splitlines() if "RAFT" in line or "raft_small" in line]
+    assert len(notes) == 1 and "tracking with pose propagation and OKS matching instead" in notes[0]
+    assert "5 frames" in printed.out and len(json.loads(tracks.read_text())["images"]) == 5
+
+
+@pytest.mark.parametrize("named", [["--propagation", "flow"], ["--similarity", "flow-oks"]])
+def test_track_with_flow_asked_for_by_name_offline_is_one_clear_error(offline, capsys, named):
+    code = main(["track", str(VIDEO_SAMPLE_CLIP), "--boxes", str(VIDEO_SAMPLE_BOXES), "--device", "cpu", *named])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1
     assert err.startswith("posekit track: error: could not download https://download.pytorch.org/models/raft_small")

@@ -394,8 +394,10 @@ def test_track_video_with_a_huge_max_frames_tracks_the_whole_video():
 
 def test_frames_held_while_tracking_a_long_video_do_not_grow_with_its_length(tmp_path):
     """Every picture handed to the estimator is watched through a weak reference: at any moment
-    only a few may be alive (the current one, the tracker's previous one, the decoder's), however
-    many frames the video has."""
+    only a few may be alive (the current one, the tracker's previous one, the decoder's, those
+    queued for the writer thread), however many frames the video has."""
+    from posekit.io.live import WRITE_BEHIND
+
     path = make_video(tmp_path / "long.mp4", numbered_frames(200, 16, 16))
     alive: list[weakref.ref] = []
     most = 0
@@ -411,4 +413,4 @@ def test_frames_held_while_tracking_a_long_video_do_not_grow_with_its_length(tmp
     run = track_video(PoseTracker(WatchingPoses(), propagation=None, similarity="iou"), path, tmp_path / "out.mp4",
                       progress=False)
     assert len(run.frames) == 200
-    assert most <= 3
+    assert most <= 3 + WRITE_BEHIND

@@ -20,6 +20,7 @@ from posekit.io.files import signals_raise
 # name -> its module (add(subparsers), run(args) -> exit code; track-eval: track_eval.py); the order is `posekit --help`'s.
 _COMMANDS = {name: importlib.import_module(f"posekit.cli.{name.replace('-', '_')}") for name in (
     "info", "demo", "predict", "weights", "eval", "bench", "track", "track-eval", "compare", "export", "train",
+    "check-int8",
 )}
 
 

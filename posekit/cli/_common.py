@@ -43,11 +43,12 @@ def add_weights_option(parser: argparse.ArgumentParser, extra: str = "") -> None
 
 
 def build_estimator(args: argparse.Namespace, **options: object):
-    """The PoseEstimator the command's options describe."""
+    """The PoseEstimator the command's options describe; ``options`` add to them or replace them."""
     from posekit.estimator import PoseEstimator
 
-    return PoseEstimator(args.weights, device=args.device, backend=args.backend, precision=args.precision,
-                         channel_order=args.channel_order, **options)
+    options = {"device": args.device, "backend": args.backend, "precision": args.precision,
+               "channel_order": args.channel_order, **options}  # a command may override what its options say
+    return PoseEstimator(args.weights, **options)
 
 
 def warn_if_untrained(estimator, weights: str) -> None:

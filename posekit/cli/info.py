@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from posekit.core.device import resolve_device
     from posekit.io import hub
     from posekit.models import runtime, weights
+    from posekit.realtime import int8_instructions, int8_outlook
 
     try:
         coco_version = version("pycocotools")
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         ("torchvision", torchvision.__version__),
         ("pycocotools", coco_version),
         ("device", device),
+        ("int8 speed", int8_outlook(int8_instructions())),
         ("cache", str(hub.cache_dir())),
         ("onnx cache", f"{onnx_bytes / 2**20:.0f} MB in {onnx_count} export(s), limit "
                        f"{runtime.onnx_cache_limit() // 2**20} MB (POSEKIT_ONNX_CACHE_MB)"),

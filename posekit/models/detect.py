@@ -49,6 +49,13 @@ DETECTORS: dict[str, DetectorSpec] = {
     "fasterrcnn_mobilenet_v3_large_fpn": _spec(
         detection.fasterrcnn_mobilenet_v3_large_fpn, detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1
     ),
+    # Real-time detectors on a CPU (posekit track --realtime, docs/realtime.md): 320 px inputs.
+    "fasterrcnn_mobilenet_v3_large_320_fpn": _spec(
+        detection.fasterrcnn_mobilenet_v3_large_320_fpn, detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1
+    ),
+    "ssdlite320_mobilenet_v3_large": _spec(
+        detection.ssdlite320_mobilenet_v3_large, detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1
+    ),
 }
 
 

@@ -15,7 +15,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -255,9 +255,11 @@ def _import_onnxruntime():
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
     """The precision ``"auto"`` stands for: fp16 on CUDA (tensor cores), fp32 elsewhere; other
-    names are checked and returned."""
+    names are checked and returned (``"int8"``: the CPU only)."""
     if precision not in PRECISIONS:
         raise PosekitError(f"precision {precision!r} is unknown; expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and torch.device(device).type != "cpu":
+        raise PosekitError(f"precision int8 runs on the CPU only (asked on {device}); use fp16 on a GPU")
     if precision != "auto":
         return precision
     return "fp16" if torch.device(device).type == "cuda" else "fp32"
@@ -267,9 +269,13 @@ def resolve_backend(
     backend: str, device: torch.device | str = "cpu", precision: str = "fp32", compile: bool = False
 ) -> str:
     """The backend ``"auto"`` stands for: onnxruntime for fp32 on the CPU when it is installed
-    (the fastest forward measured there), torch otherwise; other names are checked and returned."""
+    (the fastest forward measured there) and for int8, torch otherwise; other names are checked and returned."""
     if backend not in BACKENDS:
         raise PosekitError(f"backend {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
+    if precision == "int8":
+        if backend == "torch":
+            raise PosekitError("precision int8 runs in onnxruntime: use backend auto or onnxruntime")
+        return "onnxruntime"
     if backend != "auto":
         return backend
     cpu_fp32 = torch.device(device).type == "cpu" and resolve_precision(precision, device) == "fp32" and not compile
@@ -283,13 +289,16 @@ def inference_forward(
     channels_last: bool = True,
     compile: bool = False,
     input_size: tuple[int, int] | None = None,
+    calibration_images: Sequence | None = None,
 ) -> Forward:
     """The network as a fast inference-only callable on the model's device.
 
     ``"torch"``: BatchNorm folded (:func:`fold_batchnorm`), ``inference_mode``, optionally NHWC
     (``channels_last``), ``torch.compile`` (with weight freezing) and autocast to ``precision``
     ``"fp16"``/``"bf16"`` (the output is float32 either way). ``"onnxruntime"``: see
-    :func:`cached_onnx_forward` (CPU, fp32; ``channels_last``/``compile`` do not apply).
+    :func:`cached_onnx_forward` (CPU, fp32; ``channels_last``/``compile`` do not apply); with
+    ``precision="int8"`` the statically quantized network of :func:`posekit.models.int8.cached_int8_forward`,
+    calibrated on ``calibration_images`` (None: the bundled COCO people).
     ``"auto"``: see :func:`resolve_backend` and :func:`resolve_precision`. ``model`` itself is
     not modified.
 
@@ -301,6 +310,10 @@ def inference_forward(
     backend = resolve_backend(backend, device, precision, compile)
     spec = getattr(model, "input_spec", None)
     input_size = tuple(input_size or (spec.input_size if spec is not None else DEFAULT_INPUT_SIZE))
+    if precision == "int8":
+        from posekit.models.int8 import cached_int8_forward
+
+        return cached_int8_forward(model, input_size, calibration_images)
     if backend == "onnxruntime":
         if precision != "fp32" or compile or device.type != "cpu":
             raise PosekitError(
