@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from posekit.cli import main
-from posekit.data import COCO_SAMPLE_DIR
+from posekit.data import COCO_SAMPLE_DIR, VIDEO_SAMPLE_CLIP
 from posekit.models.pose_resnet import pose_resnet
 from posekit.models.weights import save_checkpoint
 
@@ -84,6 +84,13 @@ def test_predict_offline_follows_its_advice_to_a_result(offline, capsys, checkpo
     added = _follow(capsys, ["predict", str(PHOTO), "--out", str(tmp_path / "out")], {"--weights": str(checkpoint)})
     assert added == ["--weights", str(checkpoint), "--detector", "none"]
     assert (tmp_path / "out" / f"{PHOTO.stem}_pose.jpg").is_file()
+
+
+def test_track_offline_follows_its_advice_to_a_video(offline, capsys, tmp_path):
+    out = tmp_path / "tracked.mp4"
+    added = _follow(capsys, ["track", str(VIDEO_SAMPLE_CLIP), "--max-frames", "2", "--no-flip", "--out", str(out)], {})
+    assert added[:2] == ["--detector", "none"]  # the detector first: it is needed before any flow
+    assert out.is_file() and out.stat().st_size > 0
 
 
 def test_weights_download_named_by_an_untrained_note_is_a_command_that_exists(offline, capsys, tmp_path):
