@@ -12,7 +12,7 @@ pipeline written the way the paper's code works lives in ``benchmarks/reference.
 The network has random weights: timing does not depend on them, and the keypoints are never
 presented as predictions.
 
-Kept as one module (about 460 lines): the measurements, the table that prints them and the JSON
+Kept as one module (about 480 lines): the measurements, the table that prints them and the JSON
 that saves them share one result type and are read together.
 """
 from __future__ import annotations

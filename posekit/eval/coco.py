@@ -14,6 +14,9 @@ reproduces step for step:
 5. pycocotools' ``COCOeval`` in ``"keypoints"`` mode gives AP / AR.
 
 OKS, NMS and rescoring live in :mod:`posekit.core.oks`; the val2017 download in :mod:`posekit.io.cocodata`.
+
+Kept as one module (about 460 lines): the annotation reader and its checks serve both evaluation and
+training (:mod:`posekit.train.data`), and the recipe above is easiest to audit in one file.
 """
 from __future__ import annotations
 
