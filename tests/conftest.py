@@ -1,6 +1,8 @@
 """Shared test setup: posekit's cache (weights, ONNX exports) goes to a temporary folder, never the user's."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -10,3 +12,16 @@ def _private_posekit_cache(tmp_path_factory):
     patch.setenv("POSEKIT_HOME", str(tmp_path_factory.mktemp("posekit_home")))
     yield
     patch.undo()
+
+
+@pytest.fixture()
+def offline(tmp_path, monkeypatch) -> Path:
+    """No network (every download goes through a proxy on a closed local port) and empty posekit and
+    torch caches, as on a machine that never downloaded anything. Returns posekit's cache folder."""
+    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "cache"

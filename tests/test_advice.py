@@ -25,17 +25,6 @@ FLAG = re.compile(r"(?:pass|use|with|\() ?(--[a-z][a-z-]*)(?: ([a-z0-9_.-]+|[A-Z
 COMMAND = re.compile(r"`?(posekit [a-z-]+(?: [a-z0-9_.-]+)*)`?")
 
 
-@pytest.fixture()
-def offline(tmp_path, monkeypatch):
-    """Empty posekit and torch caches, every download through a proxy on a closed local port."""
-    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)

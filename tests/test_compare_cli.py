@@ -36,15 +36,6 @@ def _warp(frames: int) -> np.ndarray:
     return np.interp(u, [0, 0.2, 0.35, 1], [0, 0.2, 0.2, 1.0]) * 59
 
 
-@pytest.fixture()
-def offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "cache"))
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def test_compare_two_tracks_files_writes_the_report_the_plot_and_a_playable_video(tmp_path, capsys):
     truth = _warp(75)
     reference = write_tracks(tmp_path / "coach.json", {

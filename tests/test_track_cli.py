@@ -22,16 +22,6 @@ from posekit.models.pose_resnet import pose_resnet
 BOXES_PER_FRAME = [3, 3, 3, 4, 4]  # boxes.json: three players, the goalkeeper from frame 3
 
 
-@pytest.fixture()
-def offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "cache"))
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path / "cache"
-
-
 def test_track_the_bundled_clip_with_given_boxes(offline, tmp_path, capsys):
     out, tracks = tmp_path / "out" / "tracked.mp4", tmp_path / "out" / "tracks.json"
     code = main(["track", str(VIDEO_SAMPLE_CLIP), "--boxes", str(VIDEO_SAMPLE_BOXES), "--propagation", "pose",
