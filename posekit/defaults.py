@@ -36,3 +36,5 @@ DEMO_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
 # 2 CPU cores at 640x480 (docs/realtime.md), and the most frames between two of its runs.
 REALTIME_DETECTOR = "ssdlite320_mobilenet_v3_large"
 REALTIME_DETECTOR_EVERY = 10
+# libx264's preset for the annotated video of a real-time run: encoding shares the cores with the network.
+REALTIME_ENCODER_PRESET = "veryfast"

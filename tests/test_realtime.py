@@ -5,6 +5,7 @@ the tracker.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -431,9 +432,10 @@ def test_track_realtime_on_the_command_line_says_its_preset_once_and_options_ove
     torch.manual_seed(0)
     weights = tmp_path / "random_res18.pth"
     torch.save(pose_resnet(18).state_dict(), weights)
-    tracks = tmp_path / "tracks.json"
+    tracks, video = tmp_path / "tracks.json", tmp_path / "tracked.mp4"
     code = main(["track", str(VIDEO_SAMPLE_CLIP), "--realtime", "--boxes", str(VIDEO_SAMPLE_BOXES), "--weights",
-                 str(weights), "--device", "cpu", "--precision", "fp32", "--detector-every", "3", "--json", str(tracks)])
+                 str(weights), "--device", "cpu", "--precision", "fp32", "--detector-every", "3", "--json", str(tracks),
+                 "--out", str(video)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     presets = [line for line in printed.err.splitlines() if "realtime preset" in line]
@@ -443,3 +445,6 @@ def test_track_realtime_on_the_command_line_says_its_preset_once_and_options_ove
     assert "fp32 pose network" in presets[0] and "no flip test" in presets[0]
     assert "RAFT" not in printed.err  # the preset needs no flow, so no download is tried
     assert "posekit track: 5 frames" in printed.out and len(json.loads(tracks.read_text())["images"]) == 5
+    # The annotated video is encoded with x264's veryfast preset (1 reference frame, subpel quality 2).
+    options = re.search(rb"x264 - core .*? options: ([^\x00]*)", video.read_bytes()).group(1).decode().split()
+    assert {"ref=1", "subme=2"} <= set(options)

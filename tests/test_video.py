@@ -206,3 +206,31 @@ def test_ctrl_c_stops_tracking_and_keeps_what_was_tracked(tmp_path):
     run = track_video(tracker, InterruptedCamera(VIDEO_SAMPLE_CLIP), out, progress=False)
     assert run.interrupted and len(run.frames) == 2
     assert _count_frames(out) == (2, "h264")
+
+
+def _x264_settings(path) -> dict[str, str]:
+    """The encoder settings libx264 writes into its stream (an SEI text: 'options: ref=3 subme=7 ...')."""
+    import re
+
+    options = re.search(rb"x264 - core .*? options: ([^\x00]*)", path.read_bytes()).group(1).decode()
+    return dict(item.split("=", 1) for item in options.split() if "=" in item)
+
+
+def test_the_writer_passes_its_preset_to_x264_and_refuses_one_it_does_not_have(tmp_path):
+    if "libx264" not in av.codecs_available:
+        pytest.skip("SKIPPED LOUDLY: this PyAV build has no libx264")
+    settings = {}
+    for preset in ("medium", "veryfast"):
+        with VideoWriter(tmp_path / f"{preset}.mp4", 25, preset=preset) as writer:
+            for shade in (0, 80, 160):
+                writer.write(np.full((48, 64, 3), shade, np.uint8))
+        settings[preset] = _x264_settings(tmp_path / f"{preset}.mp4")
+        assert VideoSource(tmp_path / f"{preset}.mp4").num_frames == 3
+    # x264's documented presets: medium searches 3 reference frames at subpel quality 7, veryfast 1 at 2.
+    assert (settings["medium"]["ref"], settings["medium"]["subme"]) == ("3", "7")
+    assert (settings["veryfast"]["ref"], settings["veryfast"]["subme"]) == ("1", "2")
+    from posekit.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="preset='quick': expected one of libx264's ultrafast, superfast"):
+        VideoWriter(tmp_path / "x.mp4", 25, preset="quick")
+    assert not (tmp_path / "x.mp4").exists()

@@ -14,7 +14,7 @@ from posekit.cli._common import (
     warn_if_untrained,
     warnings_as_lines,
 )
-from posekit.defaults import DEFAULT_DETECTOR, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY
+from posekit.defaults import DEFAULT_DETECTOR, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY, REALTIME_ENCODER_PRESET
 from posekit.errors import PosekitError
 
 
@@ -29,7 +29,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                                                   "with several inputs a folder, one INPUT_NAME.json each")
     parser.add_argument("--realtime", action="store_true",
                         help="the real-time preset: light detector only when needed, pose propagation, OKS matching, "
-                             "no flip test, int8 network on the CPU (docs/realtime.md); the options above and below override it, "
+                             "no flip test, int8 network on the CPU, x264 veryfast for --out (docs/realtime.md); the options above and below "
+                             "override it, "
                              "--flip excepted")
     add_weights_option(parser, "; registered weights that are neither cached nor downloadable run an untrained "
                             "network, said on screen and on the frames")
@@ -172,7 +173,8 @@ def _track_one(args, name: str, video, tracker, estimator, detect: _FrameBoxes |
 
     caption = None if estimator.pretrained else UNTRAINED_TITLE
     with warnings_as_lines("track"):
-        run = track_video(tracker, video, out, caption, 0.3 if estimator.pretrained else float("-inf"), args.max_frames)
+        run = track_video(tracker, video, out, caption, 0.3 if estimator.pretrained else float("-inf"), args.max_frames,
+                          encoder_preset=REALTIME_ENCODER_PRESET if args.realtime else "medium")
     if not run.frames:
         raise PosekitError(f"{name}: no frames could be read")
     if detect is not None:

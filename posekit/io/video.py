@@ -40,6 +40,8 @@ TIME_BASE = 60000
 MAX_SIDE = 16384
 # H.264 encoders in order of preference; MPEG-4 Part 2 is the last resort every FFmpeg build has.
 H264_ENCODERS = ("libx264", "libopenh264")
+# libx264's presets, fastest first.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 FALLBACK_ENCODER = "mpeg4"
 _WEBCAM_FORMATS = {"linux": "v4l2", "darwin": "avfoundation"}
 
@@ -269,6 +271,9 @@ class VideoWriter:
         path: the ``.mp4`` to write.
         fps: frame rate of frames written without a timestamp (and the rate players are told).
         crf: H.264 quality (lower is better and bigger; 23 is x264's default).
+        preset: libx264's speed against file size at that quality, from :data:`X264_PRESETS`
+            (``"medium"`` is x264's default; real-time runs take ``"veryfast"``, as live-streaming
+            encoders do: about 0.6x the time for 1.5x the bytes).
 
     Example:
         >>> with VideoWriter("out.mp4", fps=30) as writer:
@@ -276,8 +281,10 @@ class VideoWriter:
         ...         writer.write(frame.rgb)
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 23) -> None:
-        self.path, self.fps, self.crf = Path(path), _positive_seconds("fps", fps), crf
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 23, preset: str = "medium") -> None:
+        if preset not in X264_PRESETS:
+            raise ArgumentError(f"preset={preset!r}: expected one of libx264's {', '.join(X264_PRESETS)}")
+        self.path, self.fps, self.crf, self.preset = Path(path), _positive_seconds("fps", fps), crf, preset
         self.encoder = video_encoder()
         self.frames_written = 0
         self._last_pts = -1
@@ -342,7 +349,7 @@ class VideoWriter:
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         self._stream.codec_context.time_base = Fraction(1, TIME_BASE)
         if self.encoder == "libx264":
-            self._stream.options = {"crf": str(self.crf)}
+            self._stream.options = {"crf": str(self.crf), "preset": self.preset}
         try:
             self._stream.codec_context.open()
         except av.FFmpegError as error:
