@@ -35,7 +35,6 @@ from posekit.data import VIDEO_SAMPLE_BOXES, VIDEO_SAMPLE_CLIP  # noqa: E402
 from posekit.estimator import PoseEstimator  # noqa: E402
 from posekit.io.video import VideoSource, VideoWriter  # noqa: E402
 from posekit.models.detect import load_detections  # noqa: E402
-from posekit.defaults import REALTIME_ENCODER_PRESET  # noqa: E402
 from posekit.realtime import realtime_tracker  # noqa: E402
 from posekit.track import PoseTracker, track_video  # noqa: E402
 
@@ -98,8 +97,7 @@ def run_config(clip: Path, boxes: list, realtime: bool, depth: int, precision: s
         tracker = PoseTracker(StandInPoses(estimator), "flow", "flow-oks", detect=detect, flow=RaftFlow(raft_small()))
     tracker.estimator.keypoints(np.zeros((256, 192, 3), np.uint8), np.array([[0, 0, 192, 256.0]]))  # build the forward
     timed.seconds = 0.0
-    run = track_video(tracker, VideoSource(clip), folder / "out.mp4", max_frames=frames, progress=False,
-                      encoder_preset=REALTIME_ENCODER_PRESET if realtime else "medium")
+    run = track_video(tracker, VideoSource(clip), folder / "out.mp4", max_frames=frames, progress=False)
     count = len(run.frames)
     ms = {stage: 1000 * run.seconds.get(stage, run.seconds.get(f"tracker/{stage}", 0.0)) / count for stage in STAGES}
     total = 1000 * run.seconds["total"] / count

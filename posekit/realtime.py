@@ -8,7 +8,9 @@ spends the CPU where it counts (docs/realtime.md has the measurements):
   :data:`REALTIME_DETECTOR_EVERY` frames; in between, boxes from the previous poses ("pose"
   propagation: RAFT flow costs far more than it gives on a CPU), matched by OKS;
 - the pose network without flip test, in int8 (:mod:`posekit.models.int8`) on the CPU, the people of a
-  frame in one batched call.
+  frame in one batched call;
+- the annotated video encoded with libx264's :data:`REALTIME_ENCODER_PRESET`, as encoding shares the
+  cores with the network.
 
 :func:`check_int8` compares the int8 network with fp32 on annotated people, so that a user can
 verify their own weights before trusting int8.
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from posekit.data import COCO_SAMPLE_ANNOTATIONS, COCO_SAMPLE_DIR
-from posekit.defaults import DEFAULT, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY
+from posekit.defaults import DEFAULT, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY, REALTIME_ENCODER_PRESET
 from posekit.track import PoseTracker
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ def realtime_tracker(
         detector = "the given boxes"
     network = f"{getattr(estimator, 'precision', '?')} pose network ({getattr(estimator, 'weights_source', '?')})"
     flip = "flip test" if getattr(estimator, "flip_test", False) else "no flip test"
+    tracker.encoder_preset = REALTIME_ENCODER_PRESET
     tracker.preset = (
         f"realtime preset: detector {detector or 'none (whole frame)'} on the first frame, after a lost or unsure "
         f"track (pose score < {tracker.redetect_below}) and at least every {detector_every} frames; boxes from the "

@@ -152,6 +152,9 @@ class PoseTracker:
     Attributes:
         stage_seconds: wall time since :meth:`reset` per stage of :meth:`update`: ``propagate``
             (flow), ``detect`` (detector and box merging), ``pose`` (the network call), ``match``.
+        encoder_preset: the libx264 preset :func:`track_video` encodes this tracker's annotated
+            video with: x264's default ``"medium"``; the real-time preset takes
+            :data:`~posekit.defaults.REALTIME_ENCODER_PRESET`, as encoding shares the cores with the network.
 
     Example:
         >>> tracker = PoseTracker(PoseEstimator(detector="fasterrcnn_resnet50_fpn_v2"), detector_every=5)
@@ -197,6 +200,7 @@ class PoseTracker:
         self._detect = detect or (lambda rgb, index: estimator.detect([rgb])[0])
         self._sigmas = None if sigmas is None else _joint_falloffs(sigmas)
         self.redetect_below = redetect_below
+        self.encoder_preset = "medium"
         self.reset()
 
     @classmethod

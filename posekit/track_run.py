@@ -63,7 +63,6 @@ def track_video(
     score_threshold: float = 0.3,
     max_frames: int | None = None,
     progress: bool = True,
-    encoder_preset: str = "medium",
 ) -> TrackingRun:
     """Track everyone through a video and optionally write it annotated.
 
@@ -81,7 +80,6 @@ def track_video(
         max_frames: stop after this many frames; Ctrl-C also stops, keeping what was tracked (a webcam
             never ends by itself).
         progress: show a tqdm bar with the frame rate.
-        encoder_preset: libx264's speed/size preset for ``out`` (:class:`~posekit.io.video.VideoWriter`).
     """
     from tqdm.auto import tqdm
 
@@ -102,7 +100,8 @@ def track_video(
     start = perf_counter()
     total = None if live else min(filter(None, (video.num_frames, max_frames)), default=None)
     reader = FrameReader(video, live=live)
-    with VideoWriter(out, video.fps, preset=encoder_preset) if out is not None else contextlib.nullcontext() as writer:
+    output = VideoWriter(out, video.fps, preset=tracker.encoder_preset) if out is not None else contextlib.nullcontext()
+    with output as writer:
 
         def draw_and_encode(rgb: np.ndarray, tracked: TrackedFrame) -> None:
             nonlocal drawing

@@ -333,6 +333,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 100) -> Path:
 # Drawing tracked poses into the frame itself (video)
 # ------------------------------------------------------------------------------------------
 
+# The colour table of skeleton_parts, in 8-bit RGB.
+_SIDE_RGB = np.round(_JOINT_RGB * 255).astype(np.uint8)
 # A caption (untrained weights) is white on a filled red box: legible over any scene.
 CAPTION_RGB, CAPTION_BOX_RGB = (255, 255, 255), (192, 0, 0)
 
@@ -422,10 +424,9 @@ def draw_tracks(
         person = np.broadcast_to(np.arange(len(track_ids))[:, None], shown.shape)[shown]
         points, segment = _segment_points(xy[:, limbs[:, 0]][shown], xy[:, limbs[:, 1]][shown])
         _stamp(image, points, colors[person][segment], radius)
-        side_rgb = np.round(parts.joint_rgb * 255).astype(np.uint8)
     else:
         visible = _visible_joints(keypoints, score_threshold)
-    joint_colors = np.broadcast_to(side_rgb if coco else colors[:, None, :], (*visible.shape, 3))
+    joint_colors = np.broadcast_to(_SIDE_RGB if coco else colors[:, None, :], (*visible.shape, 3))
     _stamp(image, xy[visible], joint_colors[visible], radius + 1)
     if boxes is not None:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)

@@ -177,21 +177,6 @@ def test_demo_offline_runs_end_to_end_and_says_untrained(tmp_path, capsys, offli
         assert image.size[0] > 800
 
 
-@pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory) -> Path:
-    """Random depth-18 weights named like a registry entry with 64x48 input: a quick network for file tests."""
-    entry = dataclasses.replace(
-        weights.get_weights(weights.DEFAULT_WEIGHTS), name="pose_resnet_18_64x48_predict", depth=18,
-        input_size=(48, 64), filename="pose_resnet_18_64x48_predict.pth",
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / entry.filename
-    torch.save(pose_resnet(18).state_dict(), path)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(weights.WEIGHTS, entry.name, entry)
-        yield path
-
-
 QUICK = ("--detector", "none", "--backend", "torch", "--no-flip")
 
 

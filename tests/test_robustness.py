@@ -78,18 +78,9 @@ ANNOTATIONS = SAMPLE / "test_coco.json"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """Random depth-18 weights in a file named like a registry entry with 64x48 input (1/16 of 256x192's pixels)."""
-    entry = dataclasses.replace(
-        weights.get_weights(weights.DEFAULT_WEIGHTS), name="pose_resnet_18_64x48_test", depth=18, input_size=(48, 64),
-        filename="pose_resnet_18_64x48_test.pth",
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / entry.filename
-    torch.save(pose_resnet(18).state_dict(), path)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(weights.WEIGHTS, entry.name, entry)
-        yield path
+def checkpoint(small_checkpoint) -> Path:
+    """The quick registered depth-18 network of conftest.py, by the name these tests use."""
+    return small_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from posekit.cli._common import (
     warn_if_untrained,
     warnings_as_lines,
 )
-from posekit.defaults import DEFAULT_DETECTOR, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY, REALTIME_ENCODER_PRESET
+from posekit.defaults import DEFAULT_DETECTOR, REALTIME_DETECTOR, REALTIME_DETECTOR_EVERY
 from posekit.errors import PosekitError
 
 
@@ -173,8 +173,7 @@ def _track_one(args, name: str, video, tracker, estimator, detect: _FrameBoxes |
 
     caption = None if estimator.pretrained else UNTRAINED_TITLE
     with warnings_as_lines("track"):
-        run = track_video(tracker, video, out, caption, 0.3 if estimator.pretrained else float("-inf"), args.max_frames,
-                          encoder_preset=REALTIME_ENCODER_PRESET if args.realtime else "medium")
+        run = track_video(tracker, video, out, caption, 0.3 if estimator.pretrained else float("-inf"), args.max_frames)
     if not run.frames:
         raise PosekitError(f"{name}: no frames could be read")
     if detect is not None:

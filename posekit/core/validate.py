@@ -131,13 +131,14 @@ def check_records(
     if not isinstance(records, list):
         raise error(f"{where}: expected a list of objects, got {type(records).__name__}")
     names = ", ".join(fields)
+    kinds = {**fields, **optional}
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise error(f"{where}[{index}]: is a {type(record).__name__}; expected an object with {names}")
         missing = [name for name in fields if name not in record]
         if missing:
             raise error(f"{where}[{index}]: missing field(s) {', '.join(missing)}; expected each entry to have {names}")
-        for name, (accepts, expected) in (fields | optional).items():
+        for name, (accepts, expected) in kinds.items():
             if name in record and not accepts(record[name]):
                 raise error(f"{where}[{index}].{name} is {_shown(record[name])}; expected {expected}")
 
