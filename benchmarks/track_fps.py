@@ -59,7 +59,7 @@ class StandInPoses:
     poses laid into the boxes so that propagation and matching behave as with trained weights."""
 
     def __init__(self, estimator: PoseEstimator) -> None:
-        self.estimator = estimator
+        self.estimator, self.backend = estimator, estimator.backend
 
     def keypoints(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         self.estimator.keypoints(rgb, boxes)

@@ -10,7 +10,8 @@ spends the CPU where it counts (docs/realtime.md has the measurements):
 - the pose network without flip test, in int8 (:mod:`posekit.models.int8`) on the CPU, the people of a
   frame in one batched call;
 - the annotated video encoded with libx264's :data:`REALTIME_ENCODER_PRESET`, as encoding shares the
-  cores with the network.
+  cores with the network; torch's small per-frame work (crops, decoding) on one thread when every
+  network runs in ONNX Runtime (:func:`~posekit.models.runtime.torch_on_one_thread`).
 
 :func:`check_int8` compares the int8 network with fp32 on annotated people, so that a user can
 verify their own weights before trusting int8.
@@ -89,6 +90,9 @@ def realtime_tracker(
     network = f"{getattr(estimator, 'precision', '?')} pose network ({getattr(estimator, 'weights_source', '?')})"
     flip = "flip test" if getattr(estimator, "flip_test", False) else "no flip test"
     tracker.encoder_preset = REALTIME_ENCODER_PRESET
+    # Given boxes, or a detector in ONNX Runtime, leave torch only small work: one thread does it best.
+    detector_backend = "onnxruntime" if "detect" in options else getattr(getattr(estimator, "detector", None), "backend", "onnxruntime")
+    tracker.torch_on_one_thread = getattr(estimator, "backend", None) == "onnxruntime" and detector_backend == "onnxruntime"
     tracker.preset = (
         f"realtime preset: detector {detector or 'none (whole frame)'} on the first frame, after a lost or unsure "
         f"track (pose score < {tracker.redetect_below}) and at least every {detector_every} frames; boxes from the "

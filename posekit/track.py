@@ -155,6 +155,9 @@ class PoseTracker:
         encoder_preset: the libx264 preset :func:`track_video` encodes this tracker's annotated
             video with: x264's default ``"medium"``; the real-time preset takes
             :data:`~posekit.defaults.REALTIME_ENCODER_PRESET`, as encoding shares the cores with the network.
+        torch_on_one_thread: whether :func:`track_video` runs torch's own operations on one thread
+            (:func:`~posekit.models.runtime.torch_on_one_thread`); the real-time preset sets it when
+            every network runs in ONNX Runtime.
 
     Example:
         >>> tracker = PoseTracker(PoseEstimator(detector="fasterrcnn_resnet50_fpn_v2"), detector_every=5)
@@ -201,6 +204,7 @@ class PoseTracker:
         self._sigmas = None if sigmas is None else _joint_falloffs(sigmas)
         self.redetect_below = redetect_below
         self.encoder_preset = "medium"
+        self.torch_on_one_thread = False
         self.reset()
 
     @classmethod

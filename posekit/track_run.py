@@ -85,6 +85,7 @@ def track_video(
 
     from posekit.io.live import BackgroundWriter, FrameReader, is_live
     from posekit.io.video import VideoError, VideoSource, VideoWriter
+    from posekit.models.runtime import torch_on_one_thread
     from posekit.viz import draw_tracks
 
     if max_frames is not None:
@@ -101,7 +102,8 @@ def track_video(
     total = None if live else min(filter(None, (video.num_frames, max_frames)), default=None)
     reader = FrameReader(video, live=live)
     output = VideoWriter(out, video.fps, preset=tracker.encoder_preset) if out is not None else contextlib.nullcontext()
-    with output as writer:
+    threads = torch_on_one_thread() if tracker.torch_on_one_thread else contextlib.nullcontext()
+    with output as writer, threads:
 
         def draw_and_encode(rgb: np.ndarray, tracked: TrackedFrame) -> None:
             nonlocal drawing

@@ -299,3 +299,25 @@ def test_transform_preds_undoes_the_crop_transform():
     to_heatmap = affine_matrices(centers, scales, (48, 64))
     heatmap_points = np.einsum("nij,nkj->nki", to_heatmap[:, :, :2], image_points) + to_heatmap[:, None, :, 2]
     np.testing.assert_allclose(transform_preds(heatmap_points, centers, scales, (48, 64)), image_points, atol=1e-6)
+
+
+def test_crop_batch_reads_only_the_window_it_samples_and_equals_sampling_the_whole_image():
+    """crop_batch converts only the pixels its crops can read; the crops equal warp_batch on the whole
+    image, for people inside, across the border, wholly outside, and rotated."""
+    from posekit.core.crop import affine_matrices, warp_batch
+
+    image = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    centers = np.array([[320.0, 240.0], [20.0, 470.0], [900.0, -300.0], [600.0, 100.0]])
+    scales = np.array([[1.0, 1.3], [0.8, 1.1], [0.5, 0.7], [0.6, 0.8]])
+    rotations = np.array([0.0, 0.0, 0.0, 30.0])
+    crops = crop_batch(image, centers, scales, (192, 256), rotations)
+    whole = torch.from_numpy(image).permute(2, 0, 1).float()[None].expand(4, -1, -1, -1)
+    expected = warp_batch(whole, affine_matrices(centers, scales, (192, 256), rotations, inverse=True), (192, 256))
+    assert crops[2].abs().max() == 0  # outside: all border
+    assert (crops[1] == 0).float().mean() > 0.3  # across the corner: part border, part image
+    # The window moves the sampling positions' float32 rounding: at most one grey level, at a handful of pixels.
+    difference = (crops - expected.round()).abs()
+    assert difference.max() <= 1 and (difference > 0).float().mean() < 1e-3
+    floats = crop_batch(image.astype(np.float32), centers[3:], scales[3:], (192, 256), rotations[3:])
+    # crop_batch's float bound: 3e-7 px per pixel of image size and crop diagonal, times the largest step (255).
+    np.testing.assert_allclose(floats.numpy(), expected[3:].numpy(), atol=3e-7 * (640 + 320) * 255)

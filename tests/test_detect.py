@@ -16,6 +16,7 @@ from posekit.models.detect import PersonDetector, load_detections
 
 SAMPLE = Path(__file__).resolve().parents[1] / "posekit" / "data" / "coco_sample"
 FAST = "fasterrcnn_mobilenet_v3_large_fpn"
+SSD = "ssdlite320_mobilenet_v3_large"
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,48 @@ def test_only_confident_persons_are_kept_as_xywh(random_checkpoint):
     assert tensor.shape == (3, 40, 30) and tensor.dtype == torch.float32
     np.testing.assert_allclose(tensor[:, 0, 0].numpy(), [0, 128 / 255, 1])
     np.testing.assert_allclose(second[0], boxes)
+
+
+def _spread_random_ssd(path: Path) -> torch.nn.Module:
+    """SSDlite with random weights whose class scores spread (by default every class scores about 1/91)."""
+    spec = detect.DETECTORS[SSD]
+    torch.manual_seed(0)
+    model = spec.builder(weights=None, weights_backbone=None, num_classes=spec.num_classes)
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.normal_(0, 0.02)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_var.fill_(0.01)
+    torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+def test_detector_keeps_the_people_torchvision_finds_over_the_threshold(tmp_path):
+    """The post-processing threshold moved up to ours, and SSD's backbone and head in ONNX Runtime, find the
+    same people, at the same places and scores, as torchvision's own forward with no threshold.
+    (A random Faster R-CNN gives every proposal the same features, hence no spread of scores to test with.)"""
+    path = tmp_path / "detector.pth"
+    reference = _spread_random_ssd(path)
+    reference.detections_per_img, reference.score_thresh = 10**6, 0.0  # every box of every class stays
+    image = load_image(SAMPLE / "000000040083.jpg")
+    with torch.inference_mode():
+        (found,) = reference([torch.from_numpy(image).permute(2, 0, 1).float() / 255])
+    people = found["labels"] == 1
+    scores = np.sort(found["scores"][people].numpy())[::-1]
+    # A threshold in the widest gap among the ten best people, so float rounding cannot move a person across it.
+    gap = int(np.argmax(scores[:9] - scores[1:10]))
+    assert scores[gap] - scores[gap + 1] > 1e-3
+    threshold = float(scores[gap] + scores[gap + 1]) / 2
+    detector = PersonDetector(SSD, score_threshold=threshold, device="cpu", checkpoint=path)
+    detector.model.detections_per_img = 10**6
+    [(boxes, box_scores)] = detector([image])
+    keep = people & (found["scores"] >= threshold)
+    expected = found["boxes"][keep].numpy()
+    expected[:, 2:] -= expected[:, :2]
+    assert len(boxes) == gap + 1
+    np.testing.assert_allclose(box_scores, found["scores"][keep].numpy(), atol=1e-4)
+    np.testing.assert_allclose(boxes, expected, atol=0.05)
 
 
 def test_torchvision_cached_copy_is_used_without_network(offline, monkeypatch, random_checkpoint):

@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,12 @@ import pytest
 import torch
 from torch import nn
 
+from posekit.data import VIDEO_SAMPLE_CLIP
 from posekit.io.live import BackgroundWriter, FrameReader, is_live
 from posekit.models.int8 import subpixel_network
 from posekit.models.pose_resnet import pose_resnet, subpixel_conv
 from posekit.realtime import MAX_HEATMAP_DISTANCE, MAX_PCK_DROP, check_int8, realtime_tracker
+from posekit.track_run import track_video
 
 # ---------------------------------------------------------------------------------------------
 # The sub-pixel head
@@ -279,6 +282,56 @@ def test_realtime_preset_says_what_it_chose():
     tracker = realtime_tracker(WalkingPeople(), detect=WalkingPeople().detect)
     assert tracker.propagation == "pose" and tracker.similarity == "oks" and tracker.detector_every == 10
     assert "every 10 frames" in tracker.preset and "OKS matching" in tracker.preset
+
+
+def test_torch_runs_on_one_thread_while_onnxruntime_keeps_the_threads_it_had(tmp_path):
+    from posekit.models.runtime import OnnxRuntimeForward, export_onnx, onnxruntime_threads, torch_on_one_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        path = export_onnx(torch.nn.Conv2d(3, 17, 3, padding=1).eval(), tmp_path / "tiny.onnx", (8, 8))
+        with torch_on_one_thread():
+            assert torch.get_num_threads() == 1 and onnxruntime_threads() == 2
+            with torch_on_one_thread():  # nested: still the outer count for ONNX Runtime
+                assert onnxruntime_threads() == 2
+            assert torch.get_num_threads() == 1 and onnxruntime_threads() == 2
+            session = OnnxRuntimeForward(path).session  # built meanwhile, with the threads torch had
+            assert session.get_session_options().intra_op_num_threads == 2
+        assert torch.get_num_threads() == 2 and onnxruntime_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+class ThreadsSeen(WalkingPeople):
+    """WalkingPeople that records torch's thread count whenever the pose network is asked."""
+
+    backend = "onnxruntime"
+
+    def keypoints(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        self.threads = torch.get_num_threads()
+        return super().keypoints(rgb, boxes)
+
+
+@pytest.mark.parametrize("backend, one_thread", [("onnxruntime", True), ("torch", False)])
+def test_track_video_runs_torch_on_one_thread_when_the_preset_networks_are_all_onnxruntime(backend, one_thread):
+    from posekit.io.video import VideoSource
+
+    scene = ThreadsSeen()
+    scene.backend = backend
+    tracker = realtime_tracker(scene, detect=scene.detect)
+    assert tracker.torch_on_one_thread is one_thread
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        track_video(tracker, VideoSource(VIDEO_SAMPLE_CLIP), max_frames=2, progress=False)
+        assert scene.threads == (1 if one_thread else 2)
+        assert torch.get_num_threads() == 2  # given back after the run
+    finally:
+        torch.set_num_threads(before)
+    # A detector that runs in torch needs torch's threads.
+    scene.backend, scene.detector = "onnxruntime", types.SimpleNamespace(name="fasterrcnn", backend="torch")
+    assert realtime_tracker(scene).torch_on_one_thread is False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -195,10 +195,37 @@ def crop_batch(
     scales (N, 2), rotations (N,) degrees -> (N, 3, out_h, out_w) float32 in the image's value
     range and channel order, on the image's device. ``output_size`` is (width, height).
     """
-    pixels, is_uint8 = _image_as_float_chw(image)
+    pixels, is_uint8 = _image_as_chw(image)
     crop_to_image = affine_matrices(centers, scales, output_size, rotations, inverse=True)
-    crops = warp_batch(pixels.expand(len(crop_to_image), -1, -1, -1), crop_to_image, output_size)
+    # Only the pixels the crops sample become float: for one person, a fraction of a video frame.
+    left, top, right, bottom = _sampled_window(crop_to_image, output_size, pixels.shape[2], pixels.shape[1])
+    if right <= left or bottom <= top:  # no person, or every crop outside the image: all border
+        return torch.zeros(len(crop_to_image), 3, output_size[1], output_size[0], device=pixels.device)
+    window = pixels[:, top:bottom, left:right].float()[None]
+    crop_to_window = crop_to_image.copy()
+    crop_to_window[:, :, 2] -= (left, top)
+    crops = warp_batch(window.expand(len(crop_to_image), -1, -1, -1), crop_to_window, output_size)
     return crops.round_() if is_uint8 else crops
+
+
+def _sampled_window(crop_to_image: np.ndarray, output_size: Sequence[int], width: int, height: int) -> tuple[int, ...]:
+    """The image pixels bilinear sampling of these crops can read: (left, top, right, bottom), ends
+    excluded, within the image (the whole image when a matrix is not finite).
+
+    Shape: crop_to_image (N, 2, 3); ``output_size`` is (width, height).
+    """
+    out_w, out_h = output_size
+    corners = np.array([[0, 0, 1], [out_w - 1, 0, 1], [0, out_h - 1, 1], [out_w - 1, out_h - 1, 1]], np.float64)
+    points = np.einsum("nij,cj->nci", crop_to_image, corners).reshape(-1, 2)  # sampling is affine: the corners bound it
+    if not len(points):
+        return 0, 0, 0, 0
+    if not np.isfinite(points).all():
+        return 0, 0, width, height
+    # A position p reads pixels floor(p) and floor(p) + 1.
+    low, high = np.floor(points.min(0)), np.floor(points.max(0)) + 2
+    left, right = (int(np.clip(v, 0, width)) for v in (low[0], high[0]))
+    top, bottom = (int(np.clip(v, 0, height)) for v in (low[1], high[1]))
+    return left, top, right, bottom
 
 
 def warp_batch(images: torch.Tensor, crop_to_image: np.ndarray, output_size: Sequence[int]) -> torch.Tensor:
@@ -228,8 +255,8 @@ def warp_batch(images: torch.Tensor, crop_to_image: np.ndarray, output_size: Seq
     )
 
 
-def _image_as_float_chw(image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """The image as a (1, 3, H, W) float32 tensor on its device, and whether it was uint8."""
+def _image_as_chw(image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The image as a (3, H, W) tensor on its device (a view of a numpy array), and whether it is uint8."""
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise PosekitError(f"image array has shape {image.shape}; expected (H, W, 3)")
@@ -242,7 +269,7 @@ def _image_as_float_chw(image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor,
         raise PosekitError(f"image is a {type(image).__name__}; expected a numpy array or a torch tensor")
     if pixels.dtype != torch.uint8 and not pixels.dtype.is_floating_point:
         raise PosekitError(f"image has dtype {pixels.dtype}; expected uint8 or a float type")
-    return pixels.float()[None], pixels.dtype == torch.uint8
+    return pixels, pixels.dtype == torch.uint8
 
 
 def transform_preds(

@@ -39,6 +39,7 @@ from posekit.models.runtime import (
     _onnx_bytes,
     export_key,
     fold_batchnorm,
+    onnxruntime_threads,
 )
 
 CALIBRATION_BATCH = 8
@@ -167,7 +168,7 @@ def cached_int8_forward(
     digest.update(crops.numpy().tobytes())
     digest.update(RECIPE.encode())
     key = digest.hexdigest()[:24]
-    session_key = (key, torch.get_num_threads())
+    session_key = (key, onnxruntime_threads())
     if session_key not in _SESSIONS:
         path = hub.cache_dir() / "onnx" / f"{key}-int8.onnx"
         forward = None

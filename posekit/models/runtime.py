@@ -15,7 +15,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -112,8 +112,8 @@ class OnnxRuntimeForward:
 
     Args:
         onnx_model: path to an ``.onnx`` file or its bytes (as written by :func:`export_onnx`).
-            The session uses torch's current number of threads, so both runtimes compete on equal
-            terms (``posekit bench --threads`` sets it for both).
+            The session uses torch's number of threads (:func:`onnxruntime_threads`), so both runtimes
+            compete on equal terms (``posekit bench --threads`` sets it for both).
 
     Shape: ``__call__`` takes images (N, 3, H, W) float32 (any device; computed on CPU) and returns
     heatmaps (N, K, H/4, W/4) float32 on the images' device.
@@ -122,7 +122,10 @@ class OnnxRuntimeForward:
     def __init__(self, onnx_model: str | os.PathLike | bytes) -> None:
         ort = _import_onnxruntime()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads = onnxruntime_threads()
+        # Threads spin between the operators of a run (its latency), then sleep: between runs the cores go
+        # to the work beside the network (decoding, encoding, the detector: posekit.io.live), not to spinning.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -133,8 +136,36 @@ class OnnxRuntimeForward:
         return torch.from_numpy(heatmaps).to(images.device)
 
 
-# (export key, torch threads) -> session: one export and one session per weights in a process.
+# (export key, threads) -> session: one export and one session per weights in a process.
 _SESSIONS: dict[tuple[str, int], OnnxRuntimeForward] = {}
+# The threads torch had when torch_on_one_thread() began, while it holds: ONNX Runtime's to keep.
+_THREADS_BEFORE_ONE: int | None = None
+
+
+def onnxruntime_threads() -> int:
+    """The threads an ONNX Runtime session is built with: torch's number of threads, the one it had
+    before :func:`torch_on_one_thread` while that holds."""
+    return _THREADS_BEFORE_ONE or torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_on_one_thread() -> Iterator[None]:
+    """Run torch's own operations on one thread meanwhile; ONNX Runtime keeps its threads.
+
+    Where the networks run in ONNX Runtime, torch has only small work per frame left (crops,
+    decoding, the detector's resizing and post-processing). Split over threads on a CPU that also
+    decodes and encodes video, each such operation waits for a core another thread holds: on 2
+    cores, one thread made the real-time tracker 1.2x faster (docs/realtime.md).
+    """
+    global _THREADS_BEFORE_ONE
+    before, outer = torch.get_num_threads(), _THREADS_BEFORE_ONE
+    _THREADS_BEFORE_ONE = outer or before
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        _THREADS_BEFORE_ONE = outer
 
 
 def export_key(model: nn.Module, input_size: tuple[int, int], opset: int = ONNX_OPSET) -> str:
@@ -160,7 +191,7 @@ def cached_onnx_forward(model: nn.Module, input_size: tuple[int, int] = DEFAULT_
     """
     _import_onnxruntime()  # fail before the export, with the install hint
     key = export_key(model, input_size)
-    session_key = (key, torch.get_num_threads())
+    session_key = (key, onnxruntime_threads())
     if session_key not in _SESSIONS:
         path = hub.cache_dir() / "onnx" / f"{key}.onnx"
         forward = _open_session(path) if path.is_file() else None
