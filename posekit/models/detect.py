@@ -1,9 +1,10 @@
 """Finding people: torchvision's Faster R-CNN as a person detector, and reading detection files.
 
 The top-down method runs the pose network on one crop per person, so it first needs person boxes.
-They come from :class:`PersonDetector` (torchvision's COCO-trained Faster R-CNN, its checkpoint
-fetched through posekit's cache like the pose weights) or from a COCO detection-results file read
-by :func:`load_detections` (the paper's evaluation used such a file).
+They come from :class:`PersonDetector` (torchvision's COCO-trained Faster R-CNN or, for real time,
+SSDlite, its checkpoint fetched through posekit's cache like the pose weights) or from a COCO
+detection-results file read by :func:`load_detections` (the paper's evaluation used such a file).
+On the CPU, SSDlite's backbone and head run in ONNX Runtime, exported once per weights.
 """
 from __future__ import annotations
 
@@ -151,7 +152,9 @@ class PersonDetector:
     @property
     def backend(self) -> str:
         """What runs the network: ``"onnxruntime"`` for SSD's backbone and head on the CPU, else ``"torch"``."""
-        return "onnxruntime" if isinstance(self.model, SSD) and self.device.type == "cpu" else "torch"
+        from posekit.models.runtime import _has_onnxruntime
+
+        return "onnxruntime" if isinstance(self.model, SSD) and self.device.type == "cpu" and _has_onnxruntime() else "torch"
 
     def _ssd_in_onnxruntime(self, tensors: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """``SSD.forward`` in eval mode for people: its backbone and head run by ONNX Runtime (4x torch's
