@@ -84,15 +84,15 @@ def realtime_tracker(
         estimator = realtime_estimator(DEFAULT if estimator is None else estimator)
     options = {"propagation": "pose", "similarity": "oks", "redetect_below": REDETECT_BELOW, **options}
     tracker = PoseTracker(estimator, detector_every=detector_every, **options)
-    detector = getattr(getattr(estimator, "detector", None), "name", None)
-    if "detect" in options:
-        detector = "the given boxes"
+    given_boxes = options.get("detect") is not None
+    person_detector = None if given_boxes else getattr(estimator, "detector", None)
+    detector = "the given boxes" if given_boxes else getattr(person_detector, "name", None)
     network = f"{getattr(estimator, 'precision', '?')} pose network ({getattr(estimator, 'weights_source', '?')})"
     flip = "flip test" if getattr(estimator, "flip_test", False) else "no flip test"
     tracker.encoder_preset = REALTIME_ENCODER_PRESET
-    # Given boxes, or a detector in ONNX Runtime, leave torch only small work: one thread does it best.
-    detector_backend = "onnxruntime" if "detect" in options else getattr(getattr(estimator, "detector", None), "backend", "onnxruntime")
-    tracker.torch_on_one_thread = getattr(estimator, "backend", None) == "onnxruntime" and detector_backend == "onnxruntime"
+    # Given boxes, no detector or one in ONNX Runtime leave torch only small work: one thread does it best.
+    tracker.torch_on_one_thread = (getattr(estimator, "backend", None) == "onnxruntime"
+                                   and getattr(person_detector, "backend", "onnxruntime") == "onnxruntime")
     tracker.preset = (
         f"realtime preset: detector {detector or 'none (whole frame)'} on the first frame, after a lost or unsure "
         f"track (pose score < {tracker.redetect_below}) and at least every {detector_every} frames; boxes from the "

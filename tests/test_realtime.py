@@ -329,9 +329,10 @@ def test_track_video_runs_torch_on_one_thread_when_the_preset_networks_are_all_o
         assert torch.get_num_threads() == 2  # given back after the run
     finally:
         torch.set_num_threads(before)
-    # A detector that runs in torch needs torch's threads.
+    # A detector that runs in torch needs torch's threads (detect=None, as the command line passes it: the detector's).
     scene.backend, scene.detector = "onnxruntime", types.SimpleNamespace(name="fasterrcnn", backend="torch")
-    assert realtime_tracker(scene).torch_on_one_thread is False
+    tracker = realtime_tracker(scene, detect=None)
+    assert tracker.torch_on_one_thread is False and "detector fasterrcnn on the first frame" in tracker.preset
 
 
 # ---------------------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def torch_on_one_thread() -> Iterator[None]:
     Where the networks run in ONNX Runtime, torch has only small work per frame left (crops,
     decoding, the detector's resizing and post-processing). Split over threads on a CPU that also
     decodes and encodes video, each such operation waits for a core another thread holds: on 2
-    cores, one thread made the real-time tracker 1.2x faster (docs/realtime.md).
+    cores, one thread made the real-time tracker 1.2-1.4x faster (docs/realtime.md).
     """
     global _THREADS_BEFORE_ONE
     before, outer = torch.get_num_threads(), _THREADS_BEFORE_ONE
