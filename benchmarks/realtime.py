@@ -105,7 +105,8 @@ def run_config(clip: Path, boxes: list, realtime: bool, depth: int, precision: s
         tracker = PoseTracker(StandInPoses(estimator), "flow", "flow-oks", detect=detect, flow=RaftFlow(raft_small()))
     # Build the pose forward and the detector's ONNX export first: a user's second run finds both cached.
     tracker.estimator.keypoints(np.zeros((256, 192, 3), np.uint8), np.array([[0, 0, 192, 256.0]]))
-    detector([np.zeros((480, 640, 3), np.uint8)])
+    if detector.backend == "onnxruntime":
+        detector([np.zeros((480, 640, 3), np.uint8)])
     timed.seconds = detector_seconds = 0.0
     run = track_video(tracker, VideoSource(clip), folder / "out.mp4", max_frames=frames, progress=False)
     count = len(run.frames)

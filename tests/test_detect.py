@@ -114,6 +114,7 @@ def test_detector_keeps_the_people_torchvision_finds_over_the_threshold(tmp_path
     threshold = float(scores[gap] + scores[gap + 1]) / 2
     detector = PersonDetector(SSD, score_threshold=threshold, device="cpu", checkpoint=path)
     detector.model.detections_per_img = 10**6
+    assert detector.backend == "onnxruntime"
     [(boxes, box_scores)] = detector([image])
     keep = people & (found["scores"] >= threshold)
     expected = found["boxes"][keep].numpy()

@@ -129,7 +129,7 @@ class PersonDetector:
         below = float(np.nextafter(np.float32(score_threshold), np.float32(-np.inf)))
         setattr(network if isinstance(network, SSD) else network.roi_heads, "score_thresh", below)
         self.model = network.eval().to(self.device)
-        self._onnx: tuple[SSD, Callable, list] | None = None  # the model, its ONNX forward, feature map sizes
+        self._onnx: tuple[SSD, Callable, torch.Tensor] | None = None  # the model, its ONNX forward, its anchors
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -154,7 +154,8 @@ class PersonDetector:
         """What runs the network: ``"onnxruntime"`` for SSD's backbone and head on the CPU, else ``"torch"``."""
         from posekit.models.runtime import _has_onnxruntime
 
-        return "onnxruntime" if isinstance(self.model, SSD) and self.device.type == "cpu" and _has_onnxruntime() else "torch"
+        on_cpu = isinstance(self.model, SSD) and self.device.type == "cpu"
+        return "onnxruntime" if on_cpu and _has_onnxruntime() else "torch"
 
     def _ssd_in_onnxruntime(self, tensors: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """``SSD.forward`` in eval mode for people: its backbone and head run by ONNX Runtime (4x torch's
@@ -164,17 +165,16 @@ class PersonDetector:
         if self._onnx is None or self._onnx[0] is not ssd:
             from posekit.models.runtime import cached_onnx_forward
 
-            width, height = ssd.transform.fixed_size  # every image is resized to it
-            maps = ssd.backbone(torch.zeros(1, 3, height, width)).values()
-            self._onnx = (ssd, cached_onnx_forward(_SSDNetwork(ssd), (width, height)), [m.shape[-2:] for m in maps])
-        _, forward, map_sizes = self._onnx
+            # Every image is resized to the fixed size, so the anchors are the same for all: made once.
+            width, height = ssd.transform.fixed_size
+            blank, _ = ssd.transform([torch.zeros(3, height, width)])
+            anchors = ssd.anchor_generator(blank, list(ssd.backbone(blank.tensors).values()))[0]
+            self._onnx = (ssd, cached_onnx_forward(_SSDNetwork(ssd), (width, height)), anchors)
+        _, forward, anchors = self._onnx
         images, _ = ssd.transform(tensors)
         outputs = forward(images.tensors)
-        head = {"bbox_regression": outputs[..., :4], "cls_logits": outputs[..., 4:]}
-        # The anchors depend on the feature maps' sizes only: empty maps of those sizes stand in.
-        anchors = ssd.anchor_generator(images, [images.tensors.new_empty(1, 1, *size) for size in map_sizes])
-        detections = [_ssd_people(ssd, *per_image) for per_image in zip(
-            head["bbox_regression"], head["cls_logits"], anchors, images.image_sizes)]
+        detections = [_ssd_people(ssd, out[:, :4], out[:, 4:], anchors, size)
+                      for out, size in zip(outputs, images.image_sizes)]
         return ssd.transform.postprocess(detections, images.image_sizes, [t.shape[-2:] for t in tensors])
 
     def _people(self, output: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
